@@ -1,0 +1,29 @@
+"""perturbx: fast perturbation-based explanations for any model.
+
+Black-box explainers (:class:`Occlusion`, :class:`RISE`) talk to a model only through an
+adapter from :mod:`perturbx.adapters`, take one numpy sample and return an
+:class:`Explanation`. PyTorch is never imported by ``import perturbx``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import adapters, baselines
+from .engine import QueryBudgetExceeded
+from .explainers import RISE, Occlusion, PerturbationExplainer
+from .explanation import Explanation
+
+__version__ = "0.1.0"
+
+__all__ = ["RISE", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetExceeded",
+           "adapters", "baselines", "datasets", "models"]
+
+_LAZY = ("datasets", "models")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'perturbx' has no attribute {name!r}")

@@ -1,0 +1,208 @@
+"""Private helpers shared across perturbx: argument checks, layouts, targets, seeds.
+
+Everything a public function validates at its boundary goes through here, so every
+error message has the same shape: which argument, what was expected, what was seen,
+and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LAYOUTS = ("CHW", "HWC", "HW")
+
+RandomState = int | np.random.Generator | None
+
+
+def check_random_state(random_state: RandomState, *, owner: str = "random_state") -> np.random.Generator:
+    """Turn ``random_state`` into a ``numpy.random.Generator``.
+
+    An int gives the same stream on every call (run-to-run reproducible); a Generator
+    is used as is (and advances); None draws fresh entropy.
+    """
+    if random_state is None or isinstance(random_state, numbers.Integral):
+        if random_state is not None and int(random_state) < 0:
+            raise ValueError(f"{owner} must be a non-negative int, a numpy Generator or None. "
+                             f"Got {random_state!r} instead.")
+        return np.random.default_rng(None if random_state is None else int(random_state))
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    raise TypeError(f"{owner} must be an int, a numpy.random.Generator or None. "
+                    f"Got {type(random_state).__name__} instead.")
+
+
+def check_int(value: object, name: str, owner: str, *, minimum: int = 1) -> int:
+    """Validate an integer parameter ``>= minimum`` (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"The {name!r} parameter of {owner} must be an int >= {minimum}. "
+                         f"Got {value!r} instead.")
+    return int(value)
+
+
+def check_float(value: object, name: str, owner: str, *, low: float, high: float,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Validate a real parameter in the interval [low, high] (ends optionally open)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"The {name!r} parameter of {owner} must be a real number in "
+                         f"{lo}{low}, {high}{hi}. Got {value!r} instead.")
+    return float(value)
+
+
+def check_int_tuple(value: object, name: str, owner: str, *, lengths: Sequence[int] = (2,)) -> tuple[int, ...]:
+    """Validate a tuple of positive ints (an int is broadcast to the first allowed length)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value),) * lengths[0]
+    ok = isinstance(value, Sequence) and len(value) in lengths and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        shapes = " or ".join(f"{n} ints" for n in lengths)
+        raise ValueError(f"The {name!r} parameter of {owner} must be a positive int or a tuple of "
+                         f"{shapes} >= 1. Got {value!r} instead.")
+    return tuple(int(v) for v in value)  # type: ignore[union-attr]
+
+
+def check_choice(value: object, name: str, owner: str, choices: Sequence[str]) -> str:
+    """Validate a string option against its allowed values."""
+    if value not in choices:
+        raise ValueError(f"The {name!r} parameter of {owner} must be one of {tuple(choices)}. "
+                         f"Got {value!r} instead.")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the channel axis of one sample is.
+
+    ``"CHW"`` (channels first, PyTorch), ``"HWC"`` (channels last, TensorFlow/PIL) or
+    ``"HW"`` (one channel, no channel axis).
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "input_layout", "the adapter", LAYOUTS)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.name)
+
+    def spatial_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, int]:
+        """(H, W) of a sample of this layout."""
+        i = self.name.index("H")
+        return int(sample_shape[i]), int(sample_shape[i + 1])
+
+    def n_channels(self, sample_shape: tuple[int, ...]) -> int:
+        return 1 if self.name == "HW" else int(sample_shape[self.name.index("C")])
+
+    def to_chw(self, sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(C, H, W) of a sample of this layout."""
+        return (self.n_channels(sample_shape), *self.spatial_shape(sample_shape))
+
+    def expand_masks(self, masks):
+        """Make masks broadcast against a batch ``(n, *sample_shape)`` of this layout.
+
+        ``masks`` is ``(n, H, W)`` (one value for every channel of a pixel) or
+        ``(n, C, H, W)`` (per channel). Works for numpy arrays and torch tensors.
+        """
+        if masks.ndim == 3:
+            if self.name == "CHW":
+                return masks[:, None, :, :]
+            if self.name == "HWC":
+                return masks[:, :, :, None]
+            return masks
+        if self.name == "CHW":
+            return masks
+        if self.name == "HWC":
+            return masks.permute(0, 2, 3, 1) if hasattr(masks, "permute") else masks.transpose(0, 2, 3, 1)
+        return masks[:, 0]
+
+    def to_chw_array(self, a: np.ndarray) -> np.ndarray:
+        """Reorder one numpy sample of this layout to (C, H, W)."""
+        if self.name == "HWC":
+            return np.moveaxis(a, -1, 0)
+        if self.name == "HW":
+            return a[None]
+        return a
+
+    def from_chw_array(self, a: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_chw_array`."""
+        if self.name == "HWC":
+            return np.moveaxis(a, 0, -1)
+        if self.name == "HW":
+            return a[0]
+        return a
+
+
+def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | None = None,
+                 *, dtype=np.float32) -> np.ndarray:
+    """Validate one input sample (no batch axis) against a layout and return it as ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not array-like with a numeric dtype.
+    ValueError
+        Wrong number of axes for the layout, a shape that differs from the model's,
+        or NaN/inf values.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"x must be a numpy array (one sample, no batch axis). Got {type(x).__name__}.") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"x must be a numeric array. Got dtype {arr.dtype}.")
+    if arr.ndim != layout.ndim:
+        hint = ""
+        if arr.ndim == layout.ndim + 1 and arr.shape[0] == 1:
+            hint = " It looks batched: pass x[0] (one sample, without the batch axis)."
+        elif arr.ndim in (2, 3):
+            hint = f" If the sample is laid out differently, set input_layout on the adapter (one of {LAYOUTS})."
+        raise ValueError(f"x must be one sample of layout {layout.name!r} with {layout.ndim} axes. "
+                         f"Got shape {arr.shape}.{hint}")
+    if expected_shape is not None and tuple(arr.shape) != tuple(expected_shape):
+        raise ValueError(f"x has shape {arr.shape} but the model expects samples of shape "
+                         f"{tuple(expected_shape)} (layout {layout.name!r}).")
+    if min(layout.spatial_shape(arr.shape)) < 1:
+        raise ValueError(f"x has an empty spatial axis: shape {arr.shape}.")
+    arr = arr.astype(dtype, copy=False)
+    if not np.all(np.isfinite(arr)):
+        n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"x contains {n_bad} NaN or infinite values; explanations need finite input.")
+    return arr
+
+
+def normalise_targets(target: object, n_classes: int, top_class: int) -> tuple[np.ndarray, bool]:
+    """Turn ``target`` into an int array of class indices.
+
+    Returns
+    -------
+    targets : ndarray of int, shape (T,)
+    single : bool
+        True when ``target`` was None or an int (attributions are returned without the
+        target axis).
+    """
+    if target is None:
+        return np.array([top_class]), True
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        targets, single = np.array([int(target)]), True
+    elif isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str):
+        arr = np.asarray(target)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"target must be None, an int or a non-empty sequence of ints. Got {target!r}.")
+        targets, single = arr.astype(int), False
+    else:
+        raise TypeError(f"target must be None, an int or a sequence of ints. Got {type(target).__name__}.")
+    bad = targets[(targets < 0) | (targets >= n_classes)]
+    if bad.size:
+        raise ValueError(f"target {bad.tolist()} is out of range: the model returns {n_classes} "
+                         f"classes, so targets must be in [0, {n_classes - 1}].")
+    return targets, single

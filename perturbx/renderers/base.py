@@ -1,0 +1,15 @@
+"""Renderer interface: masks in, perturbed batch out, on the model's backend."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from perturbx.backend import Array
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """Turns keep-masks ``(n, H, W)`` or ``(n, C, H, W)`` into a model batch ``(n, *sample_shape)``."""
+
+    def render(self, masks: Array) -> Array:
+        """Perturbed inputs for ``masks`` (1 keeps the input, 0 takes the baseline)."""

@@ -1,0 +1,39 @@
+"""Sampler interface: where perturbations come from.
+
+A sampler yields *chunks*: compact descriptions of a few perturbation masks (window
+positions, low-resolution random grids, coalitions of superpixels), generated lazily
+so that memory never grows with the number of perturbations. A chunk turns itself
+into full-resolution masks on the model's array backend with :meth:`MaskChunk.materialize`.
+
+Mask convention: 1 keeps the input, 0 replaces it by the baseline; values in between
+blend the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from perturbx.backend import Array
+
+
+@runtime_checkable
+class MaskChunk(Protocol):
+    """A few masks in compact form."""
+
+    #: number of masks in the chunk
+    size: int
+
+    def materialize(self, backend, dtype) -> Array:
+        """Full-resolution keep-masks ``(size, H, W)`` or per-channel ``(size, C, H, W)``."""
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A finite, seeded source of mask chunks."""
+
+    #: total number of masks the sampler will yield
+    n_total: int
+
+    def chunks(self, chunk_size: int) -> Iterator[MaskChunk]:
+        """Yield chunks of at most ``chunk_size`` masks, ``n_total`` masks in all."""

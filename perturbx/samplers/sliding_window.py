@@ -1,0 +1,65 @@
+"""Sliding windows over the image (occlusion)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def window_starts(size: int, window: int, stride: int) -> np.ndarray:
+    """Start offsets of a window sliding over one axis of length ``size``.
+
+    As in Captum's Occlusion: ``ceil((size - window) / stride) + 1`` positions, the last
+    window cropped at the border when the stride does not divide ``size - window``, so
+    every index is covered.
+    """
+    return np.arange(math.ceil((size - window) / stride) + 1) * stride
+
+
+@dataclass(frozen=True)
+class WindowChunk:
+    """Windows at ``starts`` (n, k) over an array of ``shape`` (k axes)."""
+
+    starts: np.ndarray
+    window: tuple[int, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.starts)
+
+    def materialize(self, backend, dtype):
+        """Keep-masks: 0 inside each window, 1 elsewhere; ``(n, *shape)``."""
+        occluded = None
+        for axis, (length, win) in enumerate(zip(self.shape, self.window, strict=True)):
+            ar = backend.arange(length)
+            lo = backend.asarray(self.starts[:, axis, None], dtype=np.int64)
+            inside = backend.cast((ar >= lo) & (ar < lo + win), dtype)  # (n, length)
+            view = (slice(None),) + (None,) * axis + (slice(None),) + (None,) * (len(self.shape) - axis - 1)
+            occluded = inside[view] if occluded is None else occluded * inside[view]
+        return 1.0 - occluded
+
+
+class SlidingWindowSampler:
+    """Every position of a window sliding with a stride over ``shape``.
+
+    Parameters
+    ----------
+    shape : (H, W) or (C, H, W)
+        Axes the window slides over.
+    window, stride : tuple of int, same length as ``shape``
+    """
+
+    def __init__(self, shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.shape, self.window, self.stride = tuple(shape), tuple(window), tuple(stride)
+        axes = [window_starts(n, w, s) for n, w, s in zip(self.shape, self.window, self.stride, strict=True)]
+        grid = np.meshgrid(*axes, indexing="ij")
+        self.starts = np.stack([g.ravel() for g in grid], axis=1)
+        self.n_total = len(self.starts)
+
+    def chunks(self, chunk_size: int) -> Iterator[WindowChunk]:
+        for i in range(0, self.n_total, chunk_size):
+            yield WindowChunk(self.starts[i:i + chunk_size], self.window, self.shape)
