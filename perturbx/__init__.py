@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 from . import adapters, baselines
-from .engine import QueryBudgetExceeded
+from .engine import QueryBudgetError
 from .explainers import RISE, Occlusion, PerturbationExplainer
 from .explanation import Explanation
 
 __version__ = "0.1.0"
 
-__all__ = ["RISE", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetExceeded",
+__all__ = ["RISE", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetError",
            "adapters", "baselines", "datasets", "models"]
 
 _LAZY = ("datasets", "models")

@@ -18,7 +18,7 @@ from .renderers.base import Renderer
 from .samplers.base import Sampler
 
 
-class QueryBudgetExceeded(RuntimeError):
+class QueryBudgetError(RuntimeError):
     """Raised when an explanation would need more model queries than ``max_queries`` allows."""
 
 
@@ -62,7 +62,7 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     """
     total = plan.sampler.n_total
     if budget is not None and total > budget:
-        raise QueryBudgetExceeded(f"{desc} needs {total} perturbed queries but only {budget} are left "
+        raise QueryBudgetError(f"{desc} needs {total} perturbed queries but only {budget} are left "
                                   f"of max_queries; raise max_queries or lower the number of perturbations.")
     backend, dtype = adapter.backend, adapter.dtype
     done = 0
