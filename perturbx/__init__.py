@@ -18,9 +18,9 @@ from .explanation import Explanation
 __version__ = "0.1.0"
 
 __all__ = ["RISE", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetError",
-           "adapters", "baselines", "datasets", "models"]
+           "adapters", "baselines", "datasets"]
 
-_LAZY = ("datasets", "models")
+_LAZY = ("datasets", "models", "gradients")
 
 
 def __getattr__(name: str) -> Any:
