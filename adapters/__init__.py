@@ -1,7 +1,9 @@
 """Model adapters: the only way perturbx talks to a model.
 
 ``Callable`` (a function over numpy batches), ``Torch`` (a ``torch.nn.Module``, batches
-built on its device) and ``SKLearn`` (a fitted estimator over flattened samples).
+built on its device), ``SKLearn`` (a fitted estimator over flattened samples), ``ONNX``
+(an ONNX Runtime session) and ``Remote`` (a model server speaking the Open Inference
+Protocol, or any JSON endpoint).
 ``as_adapter`` wraps a bare model with defaults. PyTorch is imported only when a
 ``Torch`` adapter is made.
 """
@@ -12,10 +14,13 @@ import sys
 
 from .base import Adapter
 from .function import Callable
+from .onnx_runtime import ONNX
+from .remote import MalformedResponseError, Remote, RemoteError
 from .sklearn_estimator import SKLearn
 from .torch_module import Torch
 
-__all__ = ["Adapter", "Callable", "SKLearn", "Torch", "as_adapter"]
+__all__ = ["ONNX", "Adapter", "Callable", "MalformedResponseError", "Remote", "RemoteError", "SKLearn", "Torch",
+           "as_adapter"]
 
 
 def as_adapter(model: object) -> Adapter:

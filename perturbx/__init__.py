@@ -11,14 +11,15 @@ import importlib
 from typing import Any
 
 from . import adapters, baselines
+from .dataset_runs import DatasetResults, WorkerModel, explain_dataset
 from .engine import QueryBudgetError
 from .explainers import RISE, Occlusion, PerturbationExplainer
 from .explanation import Explanation
 
 __version__ = "0.1.0"
 
-__all__ = ["RISE", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetError",
-           "adapters", "baselines", "datasets"]
+__all__ = ["RISE", "DatasetResults", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetError",
+           "WorkerModel", "adapters", "baselines", "datasets", "explain_dataset"]
 
 _LAZY = ("datasets", "models", "gradients")
 
