@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from perturbx.adapters import Callable, SKLearn, Torch, as_adapter
 
 import perturbx
+from perturbx.adapters import Callable, SKLearn, Torch, as_adapter
 
 from .conftest import linear_model
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from perturbx.adapters import Callable, Torch
 
 import perturbx
+from perturbx.adapters import Callable, Torch
 
 from .conftest import linear_model
 

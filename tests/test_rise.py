@@ -6,10 +6,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from perturbx.adapters import Callable
 from skimage.transform import resize
 
 import perturbx
+from perturbx.adapters import Callable
 from perturbx.backend import NUMPY
 from perturbx.samplers import RandomGridSampler
 
