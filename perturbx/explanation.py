@@ -61,6 +61,12 @@ class Explanation:
         a = self.attributions
         return a[None] if a.ndim == 2 else a
 
+    def to_shap(self, output_names: list[str] | None = None):
+        """This explanation as a ``shap.Explanation`` that ``shap.image_plot`` draws (see :mod:`perturbx.interop`)."""
+        from .interop import to_shap
+
+        return to_shap(self, output_names)
+
     def plot(self, ax=None, *, target_index: int = 0, overlay: bool = True, cmap: str = "RdBu_r",
              alpha: float = 0.6, title: str | None = None):
         """Draw one target's map, over the input image when ``overlay``.

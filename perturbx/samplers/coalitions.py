@@ -1,0 +1,336 @@
+"""Coalitions of superpixels: the perturbations of LIME and KernelSHAP.
+
+A coalition is a binary vector ``z`` of length ``M`` (1 keeps superpixel ``j``, 0 hides
+it). Chunks carry coalitions in this compact form, ``(n, M)`` bytes, and
+:meth:`CoalitionChunk.materialize` gathers them through the segment map into full-size
+keep-masks ``(n, H, W)`` on the model's backend (``z[:, segments]``), one batch at a time.
+
+* :class:`UniformCoalitionSampler`: every bit an independent fair coin (LIME, as
+  ``lime_image`` draws them).
+* :class:`ShapleyKernelSampler`: KernelSHAP's design. Coalition sizes are grouped in
+  complementary pairs ``{s, M - s}`` from the outside in; a pair of sizes whose
+  coalitions all fit its share of the remaining budget is enumerated completely (as
+  ``shap.KernelExplainer`` does), the other sizes are *stratified*: each gets a fixed
+  number of distinct coalitions, drawn without replacement together with their
+  complements (antithetic pairs), and weighted by the Shapley kernel mass of the size
+  divided by the number drawn. With ``n_samples >= 2**M`` every coalition is
+  enumerated and the regression returns the exact Shapley values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+
+class SegmentMap:
+    """A segment map ``(H, W)`` with labels ``0 .. M-1``, cached on each backend it is used on."""
+
+    def __init__(self, segments: np.ndarray) -> None:
+        self.segments = np.asarray(segments, dtype=np.int64)
+        self.n_segments = int(self.segments.max()) + 1
+        self._cache: dict[tuple[str, str], object] = {}
+
+    def on(self, backend):
+        """The flattened map ``(H * W,)`` as an int64 array on ``backend`` (made once per backend)."""
+        key = (backend.name, str(backend.device))
+        if key not in self._cache:
+            self._cache[key] = backend.asarray(self.segments.ravel(), np.int64)
+        return self._cache[key]
+
+
+@dataclass(frozen=True)
+class CoalitionChunk:
+    """Coalitions ``z`` (n, M) of 0/1, with regression ``weights`` (n,) and replicate ``groups`` (n,).
+
+    ``weights`` is None when the estimator computes its own (LIME's kernel). ``groups``
+    labels the random replicate each row belongs to (for the jackknife error estimate);
+    -1 marks rows that are not random (enumerated coalitions).
+    """
+
+    z: np.ndarray
+    weights: np.ndarray | None
+    groups: np.ndarray | None
+    segmap: SegmentMap
+
+    @property
+    def size(self) -> int:
+        return len(self.z)
+
+    def materialize(self, backend, dtype):
+        """Keep-masks ``(n, H, W)``: pixel u of row i is ``z[i, segments[u]]``."""
+        z, flat = backend.asarray(self.z, dtype), self.segmap.on(backend)
+        # torch's index_select is ~3x faster than advanced indexing
+        picked = z.index_select(1, flat) if hasattr(z, "index_select") else np.take(z, flat, axis=1)
+        return picked.reshape(len(self.z), *self.segmap.segments.shape)
+
+
+class UniformCoalitionSampler:
+    """``n_total`` coalitions with every superpixel kept with probability 1/2, independently.
+
+    Bits are drawn one uniform double each, so the coalitions do not depend on the
+    chunk size (the model's batch size).
+    """
+
+    def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator) -> None:
+        self.segmap, self.n_total, self._rng = segmap, int(n_total), rng
+
+    def chunks(self, chunk_size: int) -> Iterator[CoalitionChunk]:
+        m = self.segmap.n_segments
+        for start in range(0, self.n_total, chunk_size):
+            n = min(chunk_size, self.n_total - start)
+            yield CoalitionChunk((self._rng.random((n, m)) < 0.5).astype(np.uint8), None, None, self.segmap)
+
+
+def shapley_kernel(m: int) -> np.ndarray:
+    """Shapley kernel weight of one coalition of each size ``s = 0 .. M``: ``(M-1) / (C(M,s) s (M-s))``.
+
+    The two ends (the empty and the full coalition) have infinite weight in the theory;
+    they enter the regression as constraints, so they get weight 0 here.
+    """
+    w = np.zeros(m + 1)
+    for s in range(1, m):
+        w[s] = (m - 1) / (math.comb(m, s) * s * (m - s))
+    return w
+
+
+@dataclass(frozen=True)
+class SizeGroup:
+    """Coalition sizes ``{s, M - s}``; a draw is a coalition of size s and its complement."""
+
+    s: int
+    m: int
+
+    @property
+    def paired(self) -> bool:
+        return 2 * self.s != self.m
+
+    @property
+    def n_coalitions(self) -> int:
+        c = math.comb(self.m, self.s)
+        return 2 * c if self.paired else c
+
+    @property
+    def mass(self) -> float:
+        """Total Shapley kernel weight of the group's coalitions."""
+        per_size = (self.m - 1) / (self.s * (self.m - self.s))
+        return 2 * per_size if self.paired else per_size
+
+
+def _allocate(total: int, shares: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Integers ``<= caps`` summing to ``min(total, caps.sum())``, proportional to ``shares``.
+
+    Groups whose share exceeds their cap get the cap and the rest is shared again
+    (water-filling); the fractions left over go to the largest remainders.
+    """
+    capped = np.zeros(len(shares), dtype=bool)
+    total = min(int(total), int(caps.sum()))
+    while True:
+        ideal = caps.astype(np.float64)
+        if not capped.all():
+            left = total - int(caps[capped].sum())
+            ideal[~capped] = left * shares[~capped] / shares[~capped].sum()
+        over = ~capped & (ideal >= caps)
+        if not over.any():
+            break
+        capped |= over
+    out = np.floor(ideal).astype(np.int64)
+    remainder = total - int(out.sum())
+    out[np.argsort(-(ideal - out) * ~capped, kind="stable")[:remainder]] += 1
+    return out
+
+
+def _distinct_draws(rng: np.random.Generator, group: SizeGroup, k: int) -> np.ndarray:
+    """``k`` distinct coalitions of size ``group.s``, uniformly without replacement, ``(k, M)`` uint8.
+
+    Candidates are drawn in vectorised rounds and the first occurrence of each new one is
+    kept, in draw order. For the middle size of an even M, a coalition and its
+    complement are the same draw; the member holding superpixel 0 stands for the pair.
+    """
+    m, s = group.m, group.s
+    total = math.comb(m, s) // (1 if group.paired else 2)  # distinct draws there are
+    found = np.zeros((0, m), dtype=np.uint8)
+    while len(found) < k:
+        need = k - len(found)
+        expected = need * total / (total - len(found))  # draws that yield `need` new ones, on average
+        idx = rng.random((min(int(1.25 * expected) + 8, 1 << 20), m)).argsort(axis=1)[:, :s]
+        z = np.zeros((len(idx), m), dtype=np.uint8)
+        np.put_along_axis(z, idx, 1, axis=1)
+        if not group.paired:
+            z[z[:, 0] == 0] ^= 1
+        both = np.concatenate([found, z])
+        keys = np.ascontiguousarray(np.packbits(both, axis=1))
+        _, first = np.unique(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), return_index=True)
+        new = np.sort(first[first >= len(found)])[:need]
+        found = np.concatenate([found, both[new]])
+    return found
+
+
+def _enumerate(group: SizeGroup) -> np.ndarray:
+    """Every coalition of the group's sizes, ``(n_coalitions, M)`` uint8, each followed by its complement."""
+    idx = np.array(list(combinations(range(group.m), group.s)), dtype=np.int64).reshape(-1, group.s)
+    z = np.zeros((len(idx), group.m), dtype=np.uint8)
+    np.put_along_axis(z, idx, 1, axis=1)
+    return _with_complements(z) if group.paired else z
+
+
+def _with_complements(z: np.ndarray) -> np.ndarray:
+    """Rows ``z_0, 1 - z_0, z_1, 1 - z_1, ...``."""
+    return np.stack([z, 1 - z], axis=1).reshape(-1, z.shape[1])
+
+
+class ShapleyKernelSampler:
+    """KernelSHAP coalitions for ``M`` superpixels and a budget of ``n_samples`` model queries.
+
+    The budget counts the full coalition (the unperturbed input, which the explainer has
+    already scored) and the empty one (the baseline, always the first row), so the
+    sampler yields at most ``n_samples - 1`` rows: ``min(n_samples, 2**M) - 1``. It may
+    yield one row fewer when the random part's budget is odd (draws come in pairs).
+
+    Parameters
+    ----------
+    segmap : SegmentMap
+    n_samples : int
+        Model queries of the whole explanation, the unperturbed input included.
+    rng : numpy Generator
+        Source of the random draws; all draws happen here, so the design does not
+        depend on the chunk size.
+    n_groups : int, default 16
+        Random pairs are dealt round-robin to this many replicate groups (the
+        jackknife's units).
+    allocation : {"kernel", "uniform"}, default "kernel"
+        How the budget is split between the sampled size pairs: in proportion to
+        their Shapley kernel mass (as ``shap.KernelExplainer``), or equally.
+
+    Attributes
+    ----------
+    exact : bool
+        Every coalition is enumerated: the regression gives the exact Shapley values.
+    n_total : int
+        Rows the sampler yields (model queries).
+
+    Notes
+    -----
+    Memory: the random design, at most ``n_samples`` rows of ``M`` bytes, is drawn in
+    ``__init__`` (sampling without replacement needs to know what was drawn); exact
+    enumeration is generated chunk by chunk.
+    """
+
+    def __init__(self, segmap: SegmentMap, n_samples: int, rng: np.random.Generator, *,
+                 n_groups: int = 16, allocation: str = "kernel") -> None:
+        self.segmap, self.n_groups, self.allocation = segmap, int(n_groups), allocation
+        m = segmap.n_segments
+        self.kernel = shapley_kernel(m)
+        self.exact = n_samples >= 2 ** m
+        if self.exact:
+            self.n_total = 2 ** m - 1
+            self._design = None
+        else:
+            self._design = self._build(int(n_samples) - 2, rng)
+            self.n_total = len(self._design[0])
+
+    def _share(self, group: SizeGroup) -> float:
+        if self.allocation == "kernel":
+            return group.mass
+        return 2.0 if group.paired else 1.0
+
+    def _build(self, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = self.segmap.n_segments
+        remaining = [SizeGroup(s, m) for s in range(1, m // 2 + 1)]
+        zs, ws, gs = [np.zeros((1, m), dtype=np.uint8)], [np.zeros(1)], [np.full(1, -1)]
+        while remaining:  # enumerate size pairs from the outside in while they fit their share
+            group = remaining[0]
+            fair = budget * self._share(group) / sum(self._share(g) for g in remaining)
+            if fair < group.n_coalitions - 1e-9:
+                break
+            z = _enumerate(group)
+            zs.append(z)
+            ws.append(self.kernel[z.sum(axis=1)])
+            gs.append(np.full(len(z), -1))
+            budget -= group.n_coalitions
+            remaining.pop(0)
+        if remaining:
+            caps = np.array([min(math.comb(m, g.s) // (1 if g.paired else 2), budget // 2 + 1) for g in remaining])
+            shares = np.array([self._share(g) for g in remaining])
+            counter = 0
+            for group, n_pairs in zip(remaining, _allocate(budget // 2, shares, caps), strict=True):
+                if n_pairs == 0:
+                    continue
+                complete = 2 * n_pairs == group.n_coalitions
+                z = _enumerate(group) if complete else _with_complements(_distinct_draws(rng, group, int(n_pairs)))
+                reps = (counter + np.arange(n_pairs)) % self.n_groups  # replicate group of each pair
+                zs.append(z)
+                ws.append(np.full(len(z), group.mass / len(z)))  # kernel mass over the number drawn
+                gs.append(np.full(len(z), -1) if complete else np.repeat(reps, 2))
+                counter += 0 if complete else int(n_pairs)
+        return np.concatenate(zs), np.concatenate(ws), np.concatenate(gs).astype(np.int64)
+
+    def chunks(self, chunk_size: int) -> Iterator[CoalitionChunk]:
+        m = self.segmap.n_segments
+        for start in range(0, self.n_total, chunk_size):
+            stop = min(start + chunk_size, self.n_total)
+            if self._design is None:  # codes 0 .. 2**M - 2: every coalition but the full one
+                codes = np.arange(start, stop, dtype=np.int64)
+                z = ((codes[:, None] >> np.arange(m)) & 1).astype(np.uint8)
+                yield CoalitionChunk(z, self.kernel[z.sum(axis=1)], np.full(len(z), -1), self.segmap)
+            else:
+                z, w, g = self._design
+                yield CoalitionChunk(z[start:stop], w[start:stop], g[start:stop], self.segmap)
+
+    def gram(self) -> np.ndarray:
+        """``sum_z w(z) z z^T`` (M, M) of the whole design (known before any query)."""
+        if self._design is None:
+            z = ((np.arange(2 ** self.segmap.n_segments - 1)[:, None] >> np.arange(self.segmap.n_segments)) & 1)
+            w = self.kernel[z.sum(axis=1)]
+        else:
+            z, w, _ = self._design
+        z = z.astype(np.float64)
+        return (z * w[:, None]).T @ z
+
+
+@dataclass(frozen=True)
+class PermutationChunk(CoalitionChunk):
+    """Prefix coalitions of permutations: row i adds superpixel ``player[i]`` to the row before it.
+
+    ``perm[i]`` is the permutation the row belongs to (permutations ``2k`` and ``2k + 1``
+    are reverses of each other), -1 for the empty coalition; ``position[i]`` is the
+    prefix size minus one.
+    """
+
+    player: np.ndarray | None = None
+    position: np.ndarray | None = None
+    perm: np.ndarray | None = None
+
+
+class PermutationSampler:
+    """Antithetic permutation sampling: ``n_pairs`` random orders of the superpixels and their reverses.
+
+    Rows: the empty coalition, then for each permutation its prefixes of sizes 1 .. M-1
+    (the full coalition is the unperturbed input, already scored). ``n_total = 1 +
+    2 * n_pairs * (M - 1)``. Permutations are drawn in ``__init__`` (``2 * n_pairs * M``
+    small ints); prefixes are built chunk by chunk.
+    """
+
+    def __init__(self, segmap: SegmentMap, n_pairs: int, rng: np.random.Generator) -> None:
+        m = segmap.n_segments
+        self.segmap, self.n_pairs = segmap, int(n_pairs)
+        first = rng.permuted(np.tile(np.arange(m), (self.n_pairs, 1)), axis=1)
+        self.orders = np.stack([first, first[:, ::-1]], axis=1).reshape(-1, m)  # (2 * n_pairs, M)
+        self.n_total = 1 + len(self.orders) * (m - 1)
+
+    def chunks(self, chunk_size: int) -> Iterator[PermutationChunk]:
+        m = self.segmap.n_segments
+        for start in range(0, self.n_total, chunk_size):
+            rows = np.arange(start, min(start + chunk_size, self.n_total)) - 1  # -1: the empty coalition
+            perm, pos = np.maximum(rows, 0) // (m - 1), np.maximum(rows, 0) % (m - 1)
+            rank = np.argsort(self.orders[perm], axis=1)  # rank[i, j]: where player j comes in the order
+            z = (rank <= pos[:, None]).astype(np.uint8)
+            empty = rows < 0
+            z[empty] = 0
+            player = self.orders[perm, pos]
+            yield PermutationChunk(z, None, None, self.segmap, player=np.where(empty, -1, player), position=pos,
+                                   perm=np.where(empty, -1, perm))

@@ -1,0 +1,170 @@
+"""LIME: the streamed ridge is scikit-learn's, lime_image agreement, linear and constant models, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.metrics import pairwise_distances
+
+import perturbx
+from perturbx._utils import Layout
+from perturbx.adapters import Callable
+from perturbx.estimators.linear_surrogate import WeightedRidge, cosine_kernel
+from perturbx.explainers.lime import LIME
+from perturbx.samplers.coalitions import CoalitionChunk, SegmentMap, UniformCoalitionSampler
+from perturbx.segmentation import SLIC, Grid, compute_segments, segment_mean
+
+from .conftest import SpyAdapter, linear_model
+
+
+def test_kernel_is_lime_kernel_on_sklearn_cosine_distance():
+    z = (np.random.default_rng(0).random((200, 9)) < 0.5).astype(float)
+    z[0], z[1] = 1, 0  # the unperturbed input and the empty coalition
+    d = pairwise_distances(z, np.ones((1, 9)), metric="cosine").ravel()
+    np.testing.assert_allclose(cosine_kernel(z, 0.25), np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2)), atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0, 7.5])
+def test_streamed_ridge_equals_sklearn(alpha):
+    """Coefficients, intercept and weighted R^2 of lime's Ridge fit, on lime's sample (first row all on)."""
+    rng = np.random.default_rng(1)
+    m, t, n = 11, 3, 400
+    z = (rng.random((n, m)) < 0.5).astype(np.uint8)
+    z[0] = 1
+    y = rng.normal(size=(n, t)) + z @ rng.normal(size=(m, t)) + 3.0
+    seg = np.arange(m)[None]
+    est = WeightedRidge(seg, y[0], kernel_width=0.25, alpha=alpha)
+    for start in range(1, n, 37):
+        est.update(CoalitionChunk(z[start:start + 37], None, None, SegmentMap(seg)), None, y[start:start + 37])
+    maps = est.finalize()
+    w = cosine_kernel(z.astype(float), 0.25)
+    for k in range(t):
+        ref = Ridge(alpha=alpha).fit(z, y[:, k], sample_weight=w)
+        np.testing.assert_allclose(est.coef[k], ref.coef_, atol=1e-10)
+        np.testing.assert_allclose(est.intercept[k], ref.intercept_, atol=1e-10)
+        np.testing.assert_allclose(est.score[k], ref.score(z, y[:, k], sample_weight=w), atol=1e-10)
+    np.testing.assert_array_equal(maps, est.coef[:, seg])
+
+
+def test_agrees_with_lime_image_explainer(small_cnn):
+    """Same segments, hide colour (segment mean), kernel and ridge; 2,000 samples; top class."""
+    torch = pytest.importorskip("torch")
+    lime_image = pytest.importorskip("lime.lime_image")
+    from perturbx.adapters import Torch
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:20, :23] / 20
+    x = np.clip(np.stack([yy, xx, 0.5 + 0.3 * np.sin(6 * yy)]) + 0.1 * rng.random((3, 20, 23)), 0, 1)
+    x = x.astype(np.float32)
+    seg = compute_segments(SLIC(n_segments=16), x, Layout("CHW"), "test")
+    e = LIME(n_samples=2000, segmentation=seg, random_state=0).explain(Torch(small_cnn, output="probs"), x)
+
+    def classifier_fn(images):  # lime hands over (N, H, W, 3) float64 images
+        with torch.no_grad():
+            batch = torch.as_tensor(np.asarray(images, np.float32).transpose(0, 3, 1, 2))
+            return torch.softmax(small_cnn(batch), dim=1).numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = lime_image.LimeImageExplainer(random_state=1).explain_instance(
+            x.transpose(1, 2, 0).astype(np.float64), classifier_fn, top_labels=1, hide_color=None,
+            num_samples=2000, batch_size=200, segmentation_fn=lambda image: seg)
+    assert ref.top_labels[0] == e.targets[0]
+    theirs = np.zeros(seg.max() + 1)
+    for feature, weight in ref.local_exp[ref.top_labels[0]]:
+        theirs[feature] = weight
+    assert np.corrcoef(theirs, e.segment_weights[0])[0, 1] >= 0.95
+    assert e.surrogate_score[0] == pytest.approx(ref.score, abs=0.05)
+    assert e.n_queries == 2000
+
+
+def test_linear_model_gets_coefficients_times_x_minus_baseline(rng):
+    """Without the ridge penalty the surrogate of a model linear in the pixels is exact (R^2 = 1)."""
+    w = rng.normal(size=(2, 3, 16, 16))
+    x = rng.random((3, 16, 16)).astype(np.float32)
+    seg = Grid((4, 4))(np.zeros((16, 16)))
+    e = LIME(n_samples=300, segmentation=seg, alpha=0.0, random_state=0).explain(
+        Callable(linear_model(w)), x, target=[0, 1])
+    b = segment_mean(x, seg).astype(np.float32)
+    delta = (w * (x.astype(np.float64) - b)[None]).sum(axis=1)
+    expected = np.stack([np.bincount(seg.ravel(), weights=d.ravel()) for d in delta])
+    np.testing.assert_allclose(e.segment_weights, expected, atol=2e-4)
+    np.testing.assert_allclose(e.intercept, linear_model(w)(b[None])[0], atol=2e-4)
+    np.testing.assert_allclose(e.surrogate_score, 1.0, atol=1e-8)
+    np.testing.assert_allclose(e.attributions, e.segment_weights[:, seg])
+
+
+def test_ridge_penalty_shrinks_towards_zero(rng):
+    w = rng.normal(size=(1, 3, 16, 16))
+    x = rng.random((3, 16, 16)).astype(np.float32)
+    norms = [np.abs(LIME(n_samples=300, segmentation=Grid((4, 4)), alpha=alpha, random_state=0).explain(
+        Callable(linear_model(w)), x, target=0).segment_weights).sum() for alpha in (0.0, 1.0, 100.0)]
+    assert norms[0] > norms[1] > norms[2] > 0
+
+
+def test_constant_model_has_zero_weights_and_a_perfect_score():
+    x = np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)
+    e = LIME(n_samples=50, segmentation=Grid((3, 3)), random_state=0).explain(
+        Callable(lambda b: np.full((len(b), 3), 0.25)), x)
+    np.testing.assert_array_equal(e.segment_weights, 0.0)
+    np.testing.assert_allclose(e.intercept, 0.25)
+    np.testing.assert_array_equal(e.surrogate_score, 1.0)
+
+
+def test_queries_seeds_and_batch_sizes(rng):
+    w = rng.normal(size=(2, 3, 16, 16))
+    x = rng.random((3, 16, 16)).astype(np.float32)
+    spy = SpyAdapter(linear_model(w), batch_size=64)
+    a = LIME(n_samples=150, segmentation=Grid((4, 4)), random_state=7).explain(spy, x)
+    assert a.n_queries == 150 and spy.batch_sizes == [1, 64, 64, 21]
+    b = LIME(n_samples=150, segmentation=Grid((4, 4)), random_state=7).explain(Callable(linear_model(w),
+                                                                                        batch_size=10), x)
+    c = LIME(n_samples=150, segmentation=Grid((4, 4)), random_state=8).explain(spy, x)
+    np.testing.assert_allclose(a.segment_weights, b.segment_weights, rtol=1e-10)
+    assert not np.allclose(a.segment_weights, c.segment_weights)
+
+
+def test_coalitions_are_fair_coins_painted_on_segments():
+    seg = Grid((3, 4))(np.zeros((9, 8)))
+    chunks = list(UniformCoalitionSampler(SegmentMap(seg), 3000, np.random.default_rng(0)).chunks(512))
+    z = np.concatenate([c.z for c in chunks])
+    assert z.shape == (3000, 12) and abs(z.mean() - 0.5) < 0.01
+    from perturbx.backend import NUMPY
+    np.testing.assert_array_equal(chunks[0].materialize(NUMPY, np.float32), chunks[0].z[:, seg])
+
+
+def test_channels_last_with_mean_and_constant_baselines(rng):
+    w = rng.normal(size=(2, 16, 16, 3))
+    x = rng.random((16, 16, 3)).astype(np.float32)
+    seg = Grid((4, 4))(x)
+    for baseline in ("mean", 0.0):
+        e = LIME(n_samples=200, segmentation=seg, baseline=baseline, alpha=0.0, random_state=0).explain(
+            Callable(linear_model(w), input_layout="HWC"), x, target=1)
+        b = np.moveaxis(segment_mean(np.moveaxis(x, -1, 0), seg), 0, -1) if baseline == "mean" else 0.0
+        expected = np.bincount(seg.ravel(), weights=(w[1] * (x - np.float32(b))).sum(axis=-1).ravel())
+        np.testing.assert_allclose(e.segment_weights[0], expected, atol=2e-4)
+        assert e.attributions.shape == (16, 16)
+
+
+def test_errors(rng):
+    x = rng.random((3, 12, 12)).astype(np.float32)
+    f = Callable(linear_model(rng.normal(size=(2, 3, 12, 12))))
+    with pytest.raises(ValueError, match=r"'n_samples' parameter of LIME is 20.*36 superpixels.*>= 37"):
+        LIME(n_samples=20, segmentation=Grid((6, 6))).explain(f, x)
+    with pytest.raises(ValueError, match=r"shape \(11, 12\).*\(12, 12\)"):
+        LIME(segmentation=np.zeros((11, 12), dtype=int)).explain(f, x)
+    with pytest.raises(ValueError, match="single segment"):
+        LIME(segmentation=np.zeros((12, 12), dtype=int)).explain(f, x)
+    with pytest.raises(ValueError, match="'kernel_width' parameter of LIME"):
+        LIME(kernel_width=0)
+    with pytest.raises(ValueError, match="'alpha' parameter of LIME"):
+        LIME(alpha=-1.0)
+    with pytest.raises(ValueError, match="'n_samples' parameter of LIME must be an int >= 3"):
+        LIME(n_samples=1)
+    with pytest.raises(TypeError, match="'segmentation' parameter of LIME"):
+        LIME(segmentation=5)
+    with pytest.raises(perturbx.QueryBudgetError):
+        LIME(n_samples=100, segmentation=Grid((3, 3)), max_queries=99).explain(f, x)
