@@ -10,18 +10,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapters, baselines
+from . import adapters, baselines, metrics
+from .compare import Comparison, compare
 from .dataset_runs import DatasetResults, WorkerModel, explain_dataset
 from .engine import QueryBudgetError
 from .explainers import RISE, Occlusion, PerturbationExplainer
+from .explainers.kernel_shap import KernelSHAP
+from .explainers.lime import LIME
+from .explainers.shapley_sampling import ShapleySampling
 from .explanation import Explanation
 
 __version__ = "0.1.0"
 
-__all__ = ["RISE", "DatasetResults", "Explanation", "Occlusion", "PerturbationExplainer", "QueryBudgetError",
-           "WorkerModel", "adapters", "baselines", "datasets", "explain_dataset"]
+__all__ = ["LIME", "RISE", "Comparison", "DatasetResults", "Explanation", "KernelSHAP", "Occlusion",
+           "PerturbationExplainer", "QueryBudgetError", "ShapleySampling", "WorkerModel", "adapters", "baselines",
+           "compare", "datasets", "explain_dataset", "metrics", "registry"]
 
-_LAZY = ("datasets", "models", "gradients")
+_LAZY = ("datasets", "models", "gradients", "registry")
 
 
 def __getattr__(name: str) -> Any:

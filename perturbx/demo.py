@@ -1,9 +1,18 @@
-"""The built-in demo: explain held-out synthetic images of the demo CNN with every method.
+"""The built-in demo: compare every available method on held-out synthetic images of the demo CNN.
 
-Run it with ``perturbx demo``. It trains the demo CNN once (cached), draws held-out images
-whose object masks are known, explains each with every black-box method, writes a figure
-(image with the object outlined, one map per method) and prints one line per method:
-model queries, seconds, and how often the map's peak falls on the object.
+Run it with ``perturbx demo``. It trains the demo CNN once (cached), draws held-out
+images whose object masks are known, explains each with every available method (the
+black-box ones, and the gradient ones when PyTorch is installed; the mask-optimisation
+methods only on request, as they take minutes per image on a CPU), scores the maps
+(deletion, insertion, pointing game, energy pointing, infidelity, cost) and writes
+into the output folder:
+
+- ``report.html``: one self-contained page (figures embedded, tables, parameters, versions);
+- ``report.md``: the summary table; ``results.csv``: one row per image and method;
+- ``demo.png``: images (object outlined) x methods; ``curves.png``: deletion/insertion curves.
+
+It prints one line per method: model queries, seconds, and how often the map's peak
+falls on the object.
 """
 
 from __future__ import annotations
@@ -13,23 +22,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
-from .explainers import RISE, Occlusion, PerturbationExplainer
+from .compare import Comparison, compare
+from .metrics.localisation import pointing_game
+from .registry import METHODS, available_methods, make_explainer
+
+#: metrics of the demo; "all" adds max-sensitivity and the randomisation check
+DEMO_METRICS = ("deletion", "insertion", "pointing_game", "energy_pointing", "infidelity")
 
 
-def default_explainers(random_state: int = 0) -> dict[str, PerturbationExplainer]:
-    """The methods the demo compares, at settings suited to 64x64 images."""
-    return {
-        "Occlusion": Occlusion(window=(12, 12), stride=(4, 4)),
-        "RISE": RISE(n_masks=2000, grid_size=7, p_keep=0.5, random_state=random_state),
-    }
+def demo_methods() -> list[str]:
+    """Every available method except the mask-optimisation ones (minutes per image on a CPU)."""
+    return [n for n in available_methods() if METHODS[n].kind != "optimisation"]
+
+
+def default_explainers(random_state: int = 0, size: tuple[int, int] = (64, 64),
+                       methods: list[str] | None = None) -> dict[str, object]:
+    """The methods of :func:`demo_methods` (or ``methods``), at the registry's settings for ``size``.
+
+    Returns a dict display name -> explainer.
+    """
+    names = demo_methods() if methods is None else methods
+    return {METHODS[n].label: make_explainer(n, size=size, random_state=random_state) for n in names}
 
 
 def peak_on_object(attribution: np.ndarray, mask: np.ndarray, tolerance: float = 15.0) -> bool:
     """True when the map's maximum lies within ``tolerance`` pixels of the object mask."""
-    peak = np.unravel_index(int(np.argmax(attribution)), attribution.shape)
-    return bool(distance_transform_edt(~mask)[peak] <= tolerance)
+    return pointing_game(attribution, mask, tolerance=tolerance)
 
 
 @dataclass
@@ -42,20 +61,53 @@ class MethodSummary:
     hits: int
     hits_strict: int
     n: int
+    deletion_auc: float = float("nan")
+    insertion_auc: float = float("nan")
 
     def line(self) -> str:
-        return (f"{self.name:<10} {self.queries:>8.0f} queries/image  {self.seconds:>7.3f} s/image  "
-                f"peak on object {self.hits_strict}/{self.n}  (within 15 px: {self.hits}/{self.n})")
+        return (f"{self.name:<15} {self.queries:>6.0f} queries/image {self.seconds:>7.3f} s/image  "
+                f"peak on object {self.hits_strict}/{self.n} (within 15 px: {self.hits}/{self.n})  "
+                f"deletion AUC {self.deletion_auc:.3f}  insertion AUC {self.insertion_auc:.3f}")
+
+
+def summarise(comp: Comparison) -> list[MethodSummary]:
+    """One :class:`MethodSummary` per method of a comparison with ground truth."""
+    out = []
+    for method in comp.methods:
+        rows = [r for r in comp.rows if r["method"] == method]
+        maps = comp.maps[method]
+        hits = [pointing_game(maps[i], comp.ground_truth[i]) for i in range(comp.n_images)]
+        strict = [pointing_game(maps[i], comp.ground_truth[i], tolerance=0) for i in range(comp.n_images)]
+        out.append(MethodSummary(method, float(np.mean([r["queries"] for r in rows])),
+                                 float(np.mean([r["seconds"] for r in rows])), sum(hits), sum(strict), len(rows),
+                                 float(np.nanmean([r.get("deletion_auc", np.nan) for r in rows])),
+                                 float(np.nanmean([r.get("insertion_auc", np.nan) for r in rows]))))
+    return out
 
 
 def run_demo(out: str | Path = "perturbx-demo", n_images: int = 6, *, cache_dir: str | None = None,
-             random_state: int = 0, progress: bool | None = None) -> list[MethodSummary]:
-    """Train or load the demo CNN, explain ``n_images`` held-out images, write ``out/demo.png``.
+             random_state: int = 0, progress: bool | None = None, methods: list[str] | None = None,
+             metrics: object = DEMO_METRICS, n_jobs: int = 1) -> Comparison:
+    """Train or load the demo CNN, compare the methods on ``n_images`` held-out images, write the report.
+
+    Parameters
+    ----------
+    out : folder for the report, figures and CSV (created if needed)
+    n_images : int, default 6
+    cache_dir : where the trained demo CNN is cached
+    random_state : int, default 0
+        Seed of the sampling methods.
+    progress : bool or None
+        Progress bars of the methods (None: on a terminal).
+    methods : list of str, optional
+        Registry names; default :func:`demo_methods` (every available method but the
+        slow mask-optimisation ones, which ``methods=available_methods()`` adds).
+    metrics : default :data:`DEMO_METRICS`
+    n_jobs : int, default 1
 
     Returns
     -------
-    list of MethodSummary
-        One per method, in the order of :func:`default_explainers`.
+    Comparison
     """
     from .adapters import Torch
     from .datasets import make_shapes
@@ -65,48 +117,27 @@ def run_demo(out: str | Path = "perturbx-demo", n_images: int = 6, *, cache_dir:
     net = load_demo_model(cache_dir=cache_dir)
     print(f"demo CNN ready in {time.perf_counter() - t0:.1f} s")
     data = make_shapes(n_images, random_state=DEMO_TEST_SEED + 1)
-    model = Torch(net, batch_size=128)
-    explainers = default_explainers(random_state)
+    explainers = default_explainers(random_state, data.images.shape[-2:], methods)
     for e in explainers.values():
-        e.progress = progress
-    results = {name: [exp.explain(model, img, target=int(lbl)) for img, lbl in zip(data.images, data.labels,
-                                                                                      strict=True)]
-               for name, exp in explainers.items()}
-    summaries = [_summarise(name, expl, data.masks) for name, expl in results.items()]
+        if hasattr(e, "progress"):
+            e.progress = progress
+    t1 = time.perf_counter()
+    comp = compare(Torch(net, batch_size=128, output="probs"), data.images, explainers, metrics=list(metrics),
+                   ground_truth=data.masks, n_jobs=n_jobs, targets=data.labels, class_names=data.class_names,
+                   random_state=random_state)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figure = _figure(data, results, out / "demo.png")
-    for s in summaries:
+    comp.save_figures(out, n_images=None, grid="demo.png")
+    comp.to_csv(out / "results.csv")
+    (out / "report.md").write_text("# perturbx demo\n\n" + comp.to_markdown(), encoding="utf-8")
+    comp.to_html(out / "report.html", title="perturbx demo: every method on held-out synthetic shapes",
+                 n_images=None)
+    for s in summarise(comp):
         print(s.line())
-    print(f"figure: {figure}")
-    return summaries
-
-
-def _summarise(name: str, explanations: list, masks: np.ndarray) -> MethodSummary:
-    hits = [peak_on_object(e.attributions, m) for e, m in zip(explanations, masks, strict=True)]
-    strict = [peak_on_object(e.attributions, m, tolerance=0) for e, m in zip(explanations, masks, strict=True)]
-    return MethodSummary(name, float(np.mean([e.n_queries for e in explanations])),
-                         float(np.mean([e.seconds for e in explanations])), sum(hits), sum(strict), len(hits))
-
-
-def _figure(data, results: dict[str, list], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n, names = len(data.images), list(results)
-    fig, axes = plt.subplots(n, 1 + len(names), figsize=(2.2 * (1 + len(names)), 2.2 * n), squeeze=False)
-    for i in range(n):
-        axes[i, 0].imshow(np.moveaxis(data.images[i], 0, -1))
-        axes[i, 0].contour(data.masks[i], levels=[0.5], colors="lime", linewidths=1)
-        axes[i, 0].set_title(data.class_names[data.labels[i]], fontsize=9)
-        axes[i, 0].axis("off")
-        for j, name in enumerate(names):
-            e = results[name][i]
-            e.plot(axes[i, j + 1], title=f"{name} · {e.n_queries} q")
-            axes[i, j + 1].contour(data.masks[i], levels=[0.5], colors="lime", linewidths=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    print(f"compared {len(comp.methods)} methods on {n_images} images in {time.perf_counter() - t1:.1f} s")
+    skipped = [n for n in available_methods() if METHODS[n].label not in comp.methods and methods is None]
+    if skipped:
+        print(f"not run (mask optimisation, minutes per image on a CPU): {', '.join(skipped)}; "
+              f"add them with --methods all")
+    print(f"report: {out / 'report.html'}  figure: {out / 'demo.png'}")
+    return comp

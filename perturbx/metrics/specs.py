@@ -1,0 +1,226 @@
+"""Metrics as configured objects for :func:`perturbx.compare.compare`.
+
+A spec holds a metric's settings and scores one :class:`Case` (an image, its
+explanation and what came with it) into named columns. ``resolve_metrics`` turns names
+such as ``"deletion"`` or ``"pointing_game"`` into specs with default settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from perturbx.explanation import Explanation
+
+from .faithfulness import Curve, deletion, insertion
+from .localisation import energy_pointing, pointing_game
+from .robustness import infidelity, max_sensitivity
+from .sanity import model_randomization
+
+__all__ = ["DIRECTIONS", "Case", "Deletion", "EnergyPointing", "Infidelity", "Insertion", "MaxSensitivity",
+           "MetricSpec", "PointingGame", "Randomization", "direction", "resolve_metrics"]
+
+
+@dataclass
+class Case:
+    """One image and one method's explanation of it.
+
+    Attributes
+    ----------
+    adapter : perturbx.adapters.Adapter
+    x : ndarray, the sample in the adapter's layout
+    explanation : Explanation (one target)
+    explainer : the object that made it
+    target : int
+    mask : ndarray (H, W) of bool or None, the ground-truth object
+    """
+
+    adapter: Any
+    x: np.ndarray
+    explanation: Explanation
+    explainer: Any
+    target: int
+    mask: np.ndarray | None = None
+
+
+#: +1 when higher is better, -1 when lower is better, for every column a spec can produce
+DIRECTIONS: dict[str, int] = {
+    "deletion_auc": -1, "insertion_auc": +1, "pointing_game": +1, "energy_pointing": +1,
+    "infidelity": -1, "max_sensitivity": -1, "randomization_spearman": -1, "queries": -1, "seconds": -1,
+}
+
+
+def direction(column: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 when unknown."""
+    if column in DIRECTIONS:
+        return DIRECTIONS[column]
+    return DIRECTIONS["pointing_game"] if column.startswith("pointing_game_") else 0
+
+
+class MetricSpec:
+    """Base of the specs: ``name``, ``columns``, ``needs_mask`` and ``__call__(case) -> {column: value}``.
+
+    A value is a float, or a :class:`~perturbx.metrics.Curve` whose ``auc`` is the value
+    (compare keeps the curve for its figures).
+    """
+
+    name = "metric"
+    columns: tuple[str, ...] = ()
+    needs_mask = False
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self) if hasattr(self, "__dataclass_fields__") else {}
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        raise NotImplementedError
+
+
+@dataclass
+class Deletion(MetricSpec):
+    """Area under the deletion curve (lower is better); see :func:`perturbx.metrics.deletion`."""
+
+    step: int | None = None
+    substrate: float | str = 0.0
+    name = "deletion"
+    columns = ("deletion_auc",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {"deletion_auc": deletion(case.adapter, case.x, case.explanation, case.target, step=self.step,
+                                         substrate=self.substrate, progress=False)}
+
+
+@dataclass
+class Insertion(MetricSpec):
+    """Area under the insertion curve (higher is better); see :func:`perturbx.metrics.insertion`."""
+
+    step: int | None = None
+    substrate: float | str = "blur"
+    name = "insertion"
+    columns = ("insertion_auc",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {"insertion_auc": insertion(case.adapter, case.x, case.explanation, case.target, step=self.step,
+                                           substrate=self.substrate, progress=False)}
+
+
+@dataclass
+class PointingGame(MetricSpec):
+    """1 when the map's maximum lies within ``tolerance`` pixels of the object, else 0.
+
+    The column is ``pointing_game`` at the default 15 px, ``pointing_game_<t>px`` otherwise.
+    """
+
+    tolerance: float = 15.0
+    name = "pointing_game"
+    needs_mask = True
+
+    def __post_init__(self) -> None:
+        self.columns = ("pointing_game" if self.tolerance == 15.0 else f"pointing_game_{self.tolerance:g}px",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {self.columns[0]: float(pointing_game(case.explanation, case.mask, tolerance=self.tolerance))}
+
+
+@dataclass
+class EnergyPointing(MetricSpec):
+    """Share of the positive attribution that falls on the object."""
+
+    name = "energy_pointing"
+    columns = ("energy_pointing",)
+    needs_mask = True
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {"energy_pointing": energy_pointing(case.explanation, case.mask)}
+
+
+@dataclass
+class Infidelity(MetricSpec):
+    """Infidelity under random smooth removals, map scaled optimally (lower is better)."""
+
+    n_perturbations: int = 100
+    grid_size: int = 4
+    p_keep: float = 0.7
+    baseline: float | str = 0.0
+    normalize: bool = True
+    random_state: int = 0
+    name = "infidelity"
+    columns = ("infidelity",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {"infidelity": infidelity(case.adapter, case.x, case.explanation, case.target,
+                                         n_perturbations=self.n_perturbations, grid_size=self.grid_size,
+                                         p_keep=self.p_keep, baseline=self.baseline, normalize=self.normalize,
+                                         random_state=self.random_state, progress=False)}
+
+
+@dataclass
+class MaxSensitivity(MetricSpec):
+    """Largest relative change of the map under uniform noise of ``radius`` (lower is better)."""
+
+    radius: float = 0.02
+    n_samples: int = 5
+    random_state: int = 0
+    name = "max_sensitivity"
+    columns = ("max_sensitivity",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        return {"max_sensitivity": max_sensitivity(case.adapter, case.explainer, case.x, case.target,
+                                                   radius=self.radius, n_samples=self.n_samples,
+                                                   random_state=self.random_state, reference=case.explanation)}
+
+
+@dataclass
+class Randomization(MetricSpec):
+    """Spearman correlation of the map with the map of the fully randomised model (near 0 is better).
+
+    Cascading randomisation of every layer with parameters (Adebayo et al. 2018); needs
+    a torch model. The column is the correlation after the last step.
+    """
+
+    absolute: bool = False
+    random_state: int = 0
+    name = "randomization"
+    columns = ("randomization_spearman",)
+
+    def __call__(self, case: Case) -> dict[str, float | Curve]:
+        result = model_randomization(case.adapter, case.explainer, case.x, case.target,
+                                     absolute=self.absolute, random_state=self.random_state)
+        return {"randomization_spearman": float(result.spearman[-1])}
+
+
+SPECS: dict[str, type[MetricSpec]] = {cls.name: cls for cls in (
+    Deletion, Insertion, PointingGame, EnergyPointing, Infidelity, MaxSensitivity, Randomization)}
+ALIASES = {"pointing": "pointing_game", "energy": "energy_pointing", "sensitivity": "max_sensitivity",
+           "sanity": "randomization", "model_randomization": "randomization"}
+
+
+def resolve_metrics(metrics: object, have_masks: bool) -> list[MetricSpec]:
+    """Specs for ``metrics``: "default", "all", or a sequence of names and specs.
+
+    "default" is deletion and insertion, plus pointing game and energy pointing when
+    ground-truth masks are given. "all" adds infidelity, max-sensitivity and the
+    randomisation check (expensive: every method runs again many times per image).
+    """
+    if isinstance(metrics, str) and metrics in ("default", "all"):
+        names = ["deletion", "insertion"] + (["pointing_game", "energy_pointing"] if have_masks else [])
+        if metrics == "all":
+            names += ["infidelity", "max_sensitivity", "randomization"]
+        metrics = names
+    if isinstance(metrics, (str, MetricSpec)):
+        metrics = [metrics]
+    specs = []
+    for m in metrics:  # type: ignore[union-attr]
+        if isinstance(m, str):
+            key = ALIASES.get(m.strip().lower(), m.strip().lower())
+            if key not in SPECS:
+                raise ValueError(f"Unknown metric {m!r}; the metrics are {sorted(SPECS)} (or 'default', 'all').")
+            m = SPECS[key]()
+        if not isinstance(m, MetricSpec):
+            raise TypeError(f"A metric must be a name or a perturbx.metrics.specs.MetricSpec. Got {type(m).__name__}.")
+        if m.needs_mask and not have_masks:
+            raise ValueError(f"Metric {m.name!r} compares the map with the object's mask; pass ground_truth= "
+                             f"(N, H, W) boolean masks or leave {m.name!r} out.")
+        specs.append(m)
+    return specs
