@@ -7,9 +7,11 @@ and, where there is one, the fix.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -206,3 +208,19 @@ def normalise_targets(target: object, n_classes: int, top_class: int) -> tuple[n
         raise ValueError(f"target {bad.tolist()} is out of range: the model returns {n_classes} "
                          f"classes, so targets must be in [0, {n_classes - 1}].")
     return targets, single
+
+
+class Configurable:
+    """``get_params()`` and ``repr`` from the names of ``__init__``'s parameters (scikit-learn style).
+
+    Every explainer stores each ``__init__`` parameter under its own name.
+    """
+
+    def get_params(self) -> dict[str, Any]:
+        """The explainer's configuration, as given to ``__init__``."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if not isinstance(v, np.ndarray))
+        return f"{type(self).__name__}({args})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from perturbx import engine
-from perturbx._utils import Layout, check_int, check_random_state, normalise_targets
+from perturbx._utils import Configurable, Layout, check_int, check_random_state, normalise_targets
 from perturbx.adapters import Adapter, as_adapter
 from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.explanation import Explanation
@@ -48,7 +47,7 @@ class Context:
         return BlendRenderer(self.x, self.baseline, self.layout, self.adapter.backend, self.adapter.dtype)
 
 
-class PerturbationExplainer(ABC):
+class PerturbationExplainer(Configurable, ABC):
     """Base of the black-box explainers; a method only says how to :meth:`_plan` a run.
 
     Subclasses store their keyword parameters in ``__init__`` (validated there) and call
@@ -66,15 +65,6 @@ class PerturbationExplainer(ABC):
         self.random_state = random_state
         self.progress = progress
         self.max_queries = None if max_queries is None else check_int(max_queries, "max_queries", owner, minimum=2)
-
-    def get_params(self) -> dict[str, Any]:
-        """The explainer's configuration, as given to ``__init__``."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if not isinstance(v, np.ndarray))
-        return f"{type(self).__name__}({args})"
 
     @abstractmethod
     def _plan(self, ctx: Context) -> engine.Plan:

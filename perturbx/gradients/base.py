@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from abc import ABC, abstractmethod
 from typing import Any
@@ -10,28 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbx._utils import check_choice
+from perturbx._utils import Configurable, check_choice
 from perturbx.explanation import Explanation
 
 from ._reduce import REDUCTIONS, reduce_channels
 from ._session import Session, run_gradients, torch_adapter
 
 
-class GradientExplainer(ABC):
+class GradientExplainer(Configurable, ABC):
     """Base of the gradient explainers; a method says how to :meth:`_attribute` a batch of samples.
 
     Subclasses validate and store their parameters in ``__init__``. The result of
     ``explain`` keeps the unreduced attributions as ``extras["raw"]``.
     """
-
-    def get_params(self) -> dict[str, Any]:
-        """The explainer's configuration, as given to ``__init__``."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if not isinstance(v, np.ndarray))
-        return f"{type(self).__name__}({args})"
 
     @abstractmethod
     def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
