@@ -15,6 +15,8 @@ keep-masks ``(n, H, W)`` on the model's backend (``z[:, segments]``), one batch 
   complements (antithetic pairs), and weighted by the Shapley kernel mass of the size
   divided by the number drawn. With ``n_samples >= 2**M`` every coalition is
   enumerated and the regression returns the exact Shapley values.
+* :class:`PermutationSampler`: the prefixes of random orders of the superpixels and of
+  their reverses (antithetic permutation sampling).
 """
 
 from __future__ import annotations
