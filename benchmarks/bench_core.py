@@ -11,6 +11,7 @@ peak RSS at 1,000 and 8,000 masks.
     python benchmarks/bench_core.py                       # CPU, 2 threads
     python benchmarks/bench_core.py --device cuda         # on a GPU
     python benchmarks/bench_core.py --quick               # small sizes, to check it runs
+    python benchmarks/bench_core.py --models "" --repeats 1   # only the RISE memory table
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def main() -> None:
         child(ns)
         return
     print(f"device={ns.device} threads={ns.threads} batch={ns.batch} repeats={ns.repeats} (median)")
-    for model in ns.models.split(","):
+    for model in filter(None, ns.models.split(",")):
         print(f"\n## {model}\n")
         print("| runner | queries | wall s | floor s | wall/floor | outside model ms/query | peak RSS MB (before) |")
         print("|---|---|---|---|---|---|---|")

@@ -32,6 +32,13 @@ class WeightedRidge:
     The unperturbed input (all-on coalition, which lime puts first in its sample) enters
     with its known score ``reference`` and weight 1, without another model query.
 
+    Error estimate: sample ``i`` (in the order streamed) belongs to replicate group
+    ``i mod n_groups``; the sums are kept per group, and the delete-a-group jackknife
+    re-solves the ridge without each group (the other groups re-weighted by
+    ``G / (G - 1)``, so the penalty and the unperturbed row keep their share), giving
+    the standard error ``sqrt((G - 1) / G * sum_g (beta_(g) - mean)^2)`` of every
+    coefficient. The groups do not depend on the model's batch size.
+
     Parameters
     ----------
     segments : int ndarray, shape (H, W), labels ``0 .. M-1``
@@ -40,6 +47,8 @@ class WeightedRidge:
     kernel_width : float
     alpha : float
         L2 penalty on the coefficients (not on the intercept); 0 is ordinary weighted least squares.
+    n_groups : int, default 8
+        Replicate groups of the jackknife.
 
     Attributes (after ``finalize``)
     -------------------------------
@@ -51,41 +60,83 @@ class WeightedRidge:
         fit is perfect (it then is: coefficients 0) and 0.0 otherwise, as ``r2_score``.
     """
 
-    def __init__(self, segments: np.ndarray, reference: np.ndarray, kernel_width: float, alpha: float) -> None:
+    #: names of the weighted sums kept per group: of 1, z, y, z z^T, z y^T, y^2
+    _SUMS = ("w", "z", "y", "zz", "zy", "yy")
+
+    def __init__(self, segments: np.ndarray, reference: np.ndarray, kernel_width: float, alpha: float,
+                 n_groups: int = 8) -> None:
         self.segments, self.kernel_width, self.alpha = segments, kernel_width, alpha
         self.reference = np.asarray(reference, dtype=np.float64)
-        m, t = int(segments.max()) + 1, len(self.reference)
-        self.m = m
-        self._w, self._z, self._y = 0.0, np.zeros(m), np.zeros(t)
-        self._zz, self._zy, self._yy = np.zeros((m, m)), np.zeros((m, t)), np.zeros(t)
+        m, t, g = int(segments.max()) + 1, len(self.reference), int(n_groups) + 1  # last slot: the input
+        self.m, self.n_groups = m, int(n_groups)
+        self._sums = {"w": np.zeros(g), "z": np.zeros((g, m)), "y": np.zeros((g, t)), "zz": np.zeros((g, m, m)),
+                      "zy": np.zeros((g, m, t)), "yy": np.zeros((g, t))}
         self.n_samples = 0
-        self._fold(np.ones((1, m)), np.zeros((1, t)))  # the unperturbed input, centred score 0
+        self._fold(np.ones((1, m)), np.zeros((1, t)), -1)  # the unperturbed input, centred score 0
+        self.n_samples = 1
 
-    def _fold(self, z: np.ndarray, y: np.ndarray) -> None:
+    def _fold(self, z: np.ndarray, y: np.ndarray, g: int) -> None:
         w = cosine_kernel(z, self.kernel_width)
         zw = z * w[:, None]
-        self._w += float(w.sum())
-        self._z += zw.sum(axis=0)
-        self._y += w @ y
-        self._zz += zw.T @ z
-        self._zy += zw.T @ y
-        self._yy += w @ (y * y)
-        self.n_samples += len(z)
+        sums = self._sums
+        sums["w"][g] += float(w.sum())
+        sums["z"][g] += zw.sum(axis=0)
+        sums["y"][g] += w @ y
+        sums["zz"][g] += zw.T @ z
+        sums["zy"][g] += zw.T @ y
+        sums["yy"][g] += w @ (y * y)
 
     def update(self, chunk, masks, scores: np.ndarray) -> None:
         # scores are centred on the reference: sums of squares keep their precision
-        self._fold(chunk.z.astype(np.float64), np.asarray(scores, dtype=np.float64) - self.reference)
+        z, y = chunk.z.astype(np.float64), np.asarray(scores, dtype=np.float64) - self.reference
+        groups = (self.n_samples - 1 + np.arange(len(z))) % self.n_groups
+        for g in np.unique(groups):
+            rows = groups == g
+            self._fold(z[rows], y[rows], int(g))
+        self.n_samples += len(z)
+
+    def _stats(self, drop: int | None = None) -> dict[str, np.ndarray]:
+        """The sums over all groups, or without group ``drop`` (the others scaled by ``G / (G - 1)``)."""
+        seen = self._seen_groups()
+        out = {}
+        for name in self._SUMS:
+            part = self._sums[name]
+            if drop is None:
+                out[name] = part.sum(axis=0)
+            else:
+                k = len(seen)
+                out[name] = part[-1] + k / (k - 1) * (part[seen].sum(axis=0) - part[drop])
+        return out
+
+    def _seen_groups(self) -> np.ndarray:
+        return np.flatnonzero(self._sums["w"][:-1] > 0)
+
+    def _solve(self, st: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Coefficients ``(M, T)``, mean coalition, mean score and centred sums of one set of sums."""
+        zbar, ybar = st["z"] / st["w"], st["y"] / st["w"]
+        czz = st["zz"] - st["w"] * np.outer(zbar, zbar)
+        czy = st["zy"] - st["w"] * np.outer(zbar, ybar)
+        lhs = czz + self.alpha * np.eye(self.m)
+        beta = np.linalg.lstsq(lhs, czy, rcond=None)[0] if self.alpha == 0 else np.linalg.solve(lhs, czy)
+        return beta, zbar, ybar, czz, czy
+
+    def standard_error(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients ``(T, M)`` and their jackknife standard errors ``(T, M)`` (NaN with < 2 groups seen)."""
+        beta = self._solve(self._stats())[0].T
+        seen = self._seen_groups()
+        if len(seen) < 2:
+            return beta, np.full_like(beta, np.nan)
+        reps = np.stack([self._solve(self._stats(int(g)))[0].T for g in seen])
+        k = len(seen)
+        return beta, np.sqrt((k - 1) / k * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
 
     def finalize(self) -> np.ndarray:
         """Surrogate coefficients painted on their superpixels, ``(T, H, W)``."""
-        zbar, ybar = self._z / self._w, self._y / self._w
-        czz = self._zz - self._w * np.outer(zbar, zbar)
-        czy = self._zy - self._w * np.outer(zbar, ybar)
-        cyy = self._yy - self._w * ybar ** 2
-        lhs = czz + self.alpha * np.eye(self.m)
-        beta = np.linalg.lstsq(lhs, czy, rcond=None)[0] if self.alpha == 0 else np.linalg.solve(lhs, czy)
+        st = self._stats()
+        beta, zbar, ybar, czz, czy = self._solve(st)
+        cyy = st["yy"] - st["w"] * ybar ** 2
         sse = cyy - 2 * np.einsum("mt,mt->t", beta, czy) + np.einsum("mt,mk,kt->t", beta, czz, beta)
-        tiny = 1e-12 * np.maximum(self._yy, 1e-300)
+        tiny = 1e-12 * np.maximum(st["yy"], 1e-300)
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(cyy > tiny, 1.0 - sse / cyy, np.where(np.abs(sse) <= tiny, 1.0, 0.0))
         self.coef = beta.T

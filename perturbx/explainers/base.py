@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from perturbx import engine
-from perturbx._utils import Configurable, Layout, check_int, check_random_state, normalise_targets
+from perturbx._utils import Configurable, Layout, check_float, check_int, check_random_state, normalise_targets
 from perturbx.adapters import Adapter, as_adapter
 from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.explanation import Explanation
@@ -51,20 +51,42 @@ class PerturbationExplainer(Configurable, ABC):
     """Base of the black-box explainers; a method only says how to :meth:`_plan` a run.
 
     Subclasses store their keyword parameters in ``__init__`` (validated there) and call
-    ``super().__init__(baseline=..., random_state=..., progress=..., max_queries=...)``.
+    ``super().__init__(baseline=..., random_state=..., progress=..., max_queries=...)``;
+    sampling methods whose estimator has ``standard_error`` also pass ``tolerance=``
+    (and ``min_queries=``) and then stop early once converged (:class:`engine.Stopping`).
+    A method that needs more than one engine run overrides :meth:`_estimate`.
     """
 
     #: display name of the method
     method = "perturbation"
 
     def __init__(self, *, baseline: object = 0.0, random_state: object = None,
-                 progress: bool | None = None, max_queries: int | None = None) -> None:
+                 progress: bool | None = None, max_queries: int | None = None,
+                 tolerance: float | None = None, min_queries: int = 100) -> None:
         owner = type(self).__name__
         self.baseline = check_baseline(baseline, owner)
         check_random_state(random_state, owner=f"The 'random_state' parameter of {owner}")
         self.random_state = random_state
         self.progress = progress
         self.max_queries = None if max_queries is None else check_int(max_queries, "max_queries", owner, minimum=2)
+        self.tolerance = None if tolerance is None else check_float(
+            tolerance, "tolerance", owner, low=0.0, high=float("inf"), low_open=True, high_open=True)
+        self.min_queries = check_int(min_queries, "min_queries", owner, minimum=1)
+
+    def _stopping(self) -> engine.Stopping | None:
+        """The early-stopping rule of this explainer (None: run every perturbation)."""
+        tolerance = getattr(self, "tolerance", None)
+        return None if tolerance is None else engine.Stopping(tolerance, self.min_queries)
+
+    def _estimate(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Attributions ``(T, ...)`` and extras, from one engine run of :meth:`_plan`."""
+        plan = self._plan(ctx)
+        result = engine.run(plan, ctx.adapter, ctx.targets, budget=budget, progress=self.progress,
+                            desc=type(self).__name__, stopping=self._stopping())
+        maps = plan.estimator.finalize()
+        extras = self._extras(ctx, plan)
+        extras.update(result.extras())
+        return maps, extras
 
     @abstractmethod
     def _plan(self, ctx: Context) -> engine.Plan:
@@ -101,11 +123,8 @@ class PerturbationExplainer(Configurable, ABC):
         baseline = resolve_baseline(self.baseline, x, adapter.layout, rng)
         ctx = Context(x, baseline, adapter, adapter.layout, adapter.layout.to_chw(x.shape),
                       targets, scores[targets], rng)
-        plan = self._plan(ctx)
         budget = None if self.max_queries is None else self.max_queries - 1
-        engine.run(plan, adapter, targets, budget=budget, progress=self.progress, desc=type(self).__name__)
-        maps = plan.estimator.finalize()
-        extras = self._extras(ctx, plan)
+        maps, extras = self._estimate(ctx, budget)
         if maps.ndim == 4:  # per-channel attributions: keep them, report their sum
             extras["channel_attributions"] = maps[0] if single else maps
             maps = maps.sum(axis=1)

@@ -44,6 +44,15 @@ class LIME(PerturbationExplainer):
         Seed of the coalitions.
     progress : bool or None
     max_queries : int, optional
+        Most model queries, the unperturbed input included. Without ``tolerance`` a run
+        that needs more raises; with it, the run stops there (``converged`` False).
+    tolerance : float, optional
+        Stop early, with ``n_samples`` as the maximum, once the coefficients' estimated
+        relative error (:func:`perturbx.engine.relative_error`, from a delete-a-group
+        jackknife over ``n_groups`` replicate groups of samples) is at most this. None
+        (the default) always uses ``n_samples`` samples.
+    min_queries : int, default 100
+        With ``tolerance``: samples before the first convergence check.
 
     Notes
     -----
@@ -55,9 +64,10 @@ class LIME(PerturbationExplainer):
 
     def __init__(self, n_samples: int = 1000, segmentation: object = "slic", kernel_width: float = 0.25, *,
                  alpha: float = 1.0, baseline: object = "mean", random_state: object = None,
-                 progress: bool | None = None, max_queries: int | None = None) -> None:
+                 progress: bool | None = None, max_queries: int | None = None, tolerance: float | None = None,
+                 min_queries: int = 100) -> None:
         super().__init__(baseline=baseline, random_state=random_state, progress=progress,
-                         max_queries=max_queries)
+                         max_queries=max_queries, tolerance=tolerance, min_queries=min_queries)
         self.n_samples = check_int(n_samples, "n_samples", "LIME", minimum=3)
         self.segmentation = check_segmentation(segmentation, "LIME")
         self.kernel_width = check_float(kernel_width, "kernel_width", "LIME", low=0.0, high=float("inf"),

@@ -20,10 +20,18 @@ class BlendRenderer:
     """
 
     def __init__(self, x: np.ndarray, baseline: np.ndarray, layout: Layout, backend, dtype) -> None:
-        self.layout = layout
+        self.layout, self._dtype = layout, dtype
         self._base = backend.asarray(baseline[None], dtype)
         self._delta = backend.asarray((x - baseline)[None], dtype)
 
+    @property
+    def sample_nbytes(self) -> int:
+        """Bytes of one rendered sample (the engine sizes its chunks with it)."""
+        return int(np.prod(self._delta.shape[1:])) * np.dtype(self._dtype).itemsize
+
     def render(self, masks):
         """Batch ``(n, *sample_shape)`` for keep-masks ``(n, H, W)`` or ``(n, C, H, W)``."""
-        return self._base + self.layout.expand_masks(masks) * self._delta
+        masks = self.layout.expand_masks(masks)
+        if hasattr(self._base, "addcmul"):  # torch: one fused kernel, no temporary for masks * delta
+            return self._base.addcmul(masks, self._delta)
+        return self._base + masks * self._delta
