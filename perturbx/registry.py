@@ -67,6 +67,8 @@ def _smoothgrad(size: Size, seed: int) -> dict:
 _GRAD = "perturbx.gradients"
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("occlusion", "Occlusion", "perturbx.explainers.occlusion", "Occlusion", "black-box", _occlusion),
+    Method("c2f_occlusion", "C2F-Occlusion", "perturbx.explainers.coarse_to_fine", "CoarseToFineOcclusion",
+           "black-box", _occlusion),
     Method("rise", "RISE", "perturbx.explainers.rise", "RISE", "black-box",
            lambda size, seed: {"n_masks": 2000, "grid_size": 7, "p_keep": 0.5, "random_state": seed}),
     Method("lime", "LIME", "perturbx.explainers.lime", "LIME", "black-box",
@@ -90,7 +92,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 ALIASES = {"kernel_shap": "kernelshap", "shap": "kernelshap", "integrated_gradients": "ig",
            "integratedgradients": "ig", "grad_cam": "gradcam", "gradcam++": "gradcampp",
            "input_x_gradient": "inputxgradient", "guided_backprop": "guidedbackprop",
-           "meaningful_perturbation": "meaningful", "extremal_perturbation": "extremal"}
+           "meaningful_perturbation": "meaningful", "extremal_perturbation": "extremal",
+           "coarse_to_fine": "c2f_occlusion", "coarsetofine": "c2f_occlusion", "hipe": "c2f_occlusion"}
 
 
 def canonical_name(name: str) -> str:
