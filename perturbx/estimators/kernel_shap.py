@@ -27,12 +27,22 @@ it keeps the coalitions and the scores.
 Of the estimates computed (linear always; logistic and third-order when enabled), the
 one with the smallest jackknife standard error is kept, per target (``method`` says which).
 
-Error estimate: random coalition pairs are dealt to ``G`` replicate groups; the
-delete-a-group jackknife re-solves the regression without each group (its share of
-the random part re-weighted by ``G / (G - 1)``) and reports the standard error
-``sqrt((G - 1) / G * sum_g (phi_(g) - mean)^2)`` per superpixel and target (for the
-control variate, with the surrogate ``q`` held fixed). Enumerated coalitions are in
-every replicate, so exact results have error 0.
+Post-stratification: each row carries a stratum of the sampler's design
+(:class:`perturbx.samplers.coalitions.Strata`, for the default design one per pair of
+coalition sizes ``{s, M - s}``); the weights of the rows seen in a stratum are scaled to
+sum to its Shapley kernel mass, whatever their number. So the regression of any prefix
+of the stream is a valid KernelSHAP estimate, and the engine can stop early
+(:meth:`ShapleyRegression.standard_error`). The coalitions ``z`` (n, M) bytes and the
+scores (n, T) are kept, and the sums are formed when an estimate is asked for.
+
+Error estimate: within each stratum the antithetic pairs, in stream order, are dealt
+round-robin to ``G`` replicate groups; the delete-a-group jackknife re-solves the
+regression without each group (each stratum's remaining weights scaled back to its
+mass) and reports the standard error ``sqrt((G - 1) / G * sum_g (phi_(g) - mean)^2)``
+per superpixel and target (for the control variate, with the surrogate ``q`` held
+fixed). Complete strata (every coalition seen) and enumerated designs are in every
+replicate, so exact results have error 0. The error is NaN (infinite for stopping)
+while a stratum of the design has not been seen in two groups.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import numpy as np
 
 from perturbx.segmentation import paint
 
-from .k_additive import fit_third_order
+from .k_additive import fit_third_order, n_parameters
 
 #: scores within this distance of 0 or 1 rule out the logistic control variate
 _PROB_MARGIN = 1e-9
@@ -112,7 +122,7 @@ def logistic_shapley(offset: float, coef: np.ndarray) -> np.ndarray:
 
 
 class ShapleyRegression:
-    """Streaming constrained weighted least squares over coalitions.
+    """Constrained weighted least squares over streamed coalitions, post-stratified.
 
     Parameters
     ----------
@@ -121,13 +131,15 @@ class ShapleyRegression:
     reference : ndarray, shape (T,)
         Scores of the full coalition (the unperturbed input) for the targets.
     n_groups : int
-        Number of replicate groups the sampler deals random pairs to.
+        Number of replicate groups of the jackknife.
     control_variate : bool, default True
         Try the logistic control variate for targets whose scores all lie in (0, 1)
         (with at most ``CV_MAX_PLAYERS`` superpixels).
     interactions : bool, default False
-        Also fit the third-order surrogate (:mod:`perturbx.estimators.k_additive`); this
-        keeps the coalitions and scores of the random design.
+        Also fit the third-order surrogate (:mod:`perturbx.estimators.k_additive`).
+    strata : Strata, optional
+        The design's strata (``sampler.strata``); None: the chunks' weights are used as
+        given, with the chunks' ``groups`` as replicate groups.
 
     Attributes (after ``finalize``)
     -------------------------------
@@ -144,92 +156,159 @@ class ShapleyRegression:
     """
 
     def __init__(self, segments: np.ndarray, reference: np.ndarray, n_groups: int,
-                 control_variate: bool = True, interactions: bool = False) -> None:
+                 control_variate: bool = True, interactions: bool = False, strata=None) -> None:
         self.segments = segments
         self.m = int(segments.max()) + 1
         self.reference = np.asarray(reference, dtype=np.float64)
-        t, m, g = len(self.reference), self.m, n_groups + 1  # last slot: the enumerated rows
-        self._a, self._wz = np.zeros((g, m, m)), np.zeros((g, m))
-        self._wzy, self._wzl = np.zeros((g, m, t)), np.zeros((g, m, t))
-        self._seen = np.zeros(g, dtype=bool)
-        self._random = False
-        self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        self.n_groups, self.interactions = n_groups, interactions
+        self.n_groups, self.interactions, self.strata = int(n_groups), interactions, strata
+        self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._probability = (self.reference > _PROB_MARGIN) & (self.reference < 1 - _PROB_MARGIN)
-        self._probability &= bool(control_variate) and m <= CV_MAX_PLAYERS
+        self._probability &= bool(control_variate) and self.m <= CV_MAX_PLAYERS
         self.base_value: np.ndarray | None = None
 
     def update(self, chunk, masks, scores: np.ndarray) -> None:
-        z = chunk.z.astype(np.float64)
         y = np.asarray(scores, dtype=np.float64)
-        empty = z.sum(axis=1) == 0
+        empty = chunk.z.sum(axis=1) == 0
         if self.base_value is None and empty.any():
             self.base_value = y[np.argmax(empty)]
         self._probability &= ((y > _PROB_MARGIN) & (y < 1 - _PROB_MARGIN)).all(axis=0)
-        dy, dl = y - self.reference, _logit(y) - _logit(self.reference)  # centred: better conditioned sums
-        for g in np.unique(chunk.groups):
-            rows = chunk.groups == g
-            zw = z[rows] * chunk.weights[rows, None]
-            self._a[g] += zw.T @ z[rows]
-            self._wz[g] += zw.sum(axis=0)
-            self._wzy[g] += zw.T @ dy[rows]
-            self._wzl[g] += zw.T @ dl[rows]
-            self._seen[g] = True
-        self._random |= bool((chunk.groups >= 0).any())
-        if self._probability.any() or self.interactions:
-            self._rows.append((chunk.z, chunk.weights, chunk.groups, y if self.interactions else None))
+        strata = np.zeros(len(y), dtype=np.int64) if chunk.strata is None else np.asarray(chunk.strata, np.int64)
+        self._rows.append((chunk.z, np.asarray(chunk.weights, np.float64), np.asarray(chunk.groups, np.int64),
+                           strata, y))
+
+    # ---- the design seen so far -----------------------------------------------------------------------------
+
+    def _design(self) -> _Design:
+        z, w, g, k, y = (np.concatenate(part) for part in zip(*self._rows, strict=True))
+        return _Design(z, w, g, k, y, self.strata, self.n_groups)
+
+    # ---- estimates ------------------------------------------------------------------------------------------
+
+    def standard_error(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current Shapley values ``(T, M)`` and their jackknife standard errors ``(T, M)``.
+
+        The estimate is the one ``finalize`` would return now (the best of the linear,
+        logistic and third-order fits by their jackknife error); errors are NaN while
+        the design seen so far does not determine them (a stratum seen in fewer than two
+        replicate groups), and values too while the regression is singular.
+        """
+        try:
+            return self._estimate()
+        except UnderdeterminedError:
+            nan = np.full((len(self.reference), self.m), np.nan)
+            return nan, nan.copy()
 
     def finalize(self) -> np.ndarray:
         """Shapley values painted on their superpixels, ``(T, H, W)``."""
-        if self.base_value is None:
-            raise RuntimeError("ShapleyRegression saw no empty coalition; the sampler must yield it.")
-        delta = self.reference - self.base_value
-        b = self._wzy + self._wz[:, :, None] * delta  # sum w z (y - v(0)), per group
-        self.values, self.errors = self._fit(b, delta)
-        self.method = np.full(len(delta), "linear", dtype=object)
-        if self._random:
-            for t in np.flatnonzero(self._probability):
-                self._keep_better(t, "logistic", *self._fit_control_variate(t))
-            if self.interactions:
-                try:
-                    values, errors = fit_third_order(self._rows, self.base_value, self.reference, self.n_groups)
-                except np.linalg.LinAlgError:
-                    values = None
-                for t in range(len(delta)) if values is not None else ():
-                    self._keep_better(t, "third-order", values[t], errors[t])
+        self._estimate()
         return paint(self.values, self.segments)
 
-    def _keep_better(self, t: int, method: str, values: np.ndarray, errors: np.ndarray) -> None:
-        """Keep ``values`` for target ``t`` when their jackknife error is the smaller."""
-        if np.isfinite(errors).all() and (errors ** 2).sum() < np.nan_to_num((self.errors[t] ** 2).sum(), nan=np.inf):
-            self.values[t], self.errors[t], self.method[t] = values, errors, method
+    def _estimate(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.base_value is None:
+            raise RuntimeError("ShapleyRegression saw no empty coalition; the sampler must yield it.")
+        d = self._design()
+        delta = self.reference - self.base_value
+        values, errors = d.fit(d.y - self.base_value, delta)
+        method = np.full(len(delta), "linear", dtype=object)
+        candidates = []
+        if d.random:
+            candidates += [(t, "logistic", *self._fit_control_variate(d, t)) for t in np.flatnonzero(self._probability)]
+            if self.interactions and len(d.z) >= 1.5 * n_parameters(self.m):  # else not determined well
+                try:
+                    third = fit_third_order(d.third_order_rows(), self.base_value, self.reference, self.n_groups)
+                    candidates += [(t, "third-order", third[0][t], third[1][t]) for t in range(len(delta))]
+                except np.linalg.LinAlgError:
+                    pass
+        for t, name, v, e in candidates:  # keep the estimate with the smaller jackknife error
+            if np.isfinite(e).all() and (e ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
+                values[t], errors[t], method[t] = v, e, name
+        self.values, self.errors, self.method = values, errors, method
+        return values, errors
 
-    def _fit(self, b: np.ndarray, delta: np.ndarray, offset: np.ndarray | float = 0.0):
-        """Values ``offset + solve(A, b, delta)`` and their jackknife errors, from per-group ``b``."""
-        values = offset + solve_constrained(self._a.sum(axis=0), b.sum(axis=0), delta)
-        groups = np.flatnonzero(self._seen[:-1])
-        k = len(groups)
-        if k < 2:
-            return values, np.full_like(values, 0.0 if k == 0 else np.nan)
-        scale = k / (k - 1)
-        a_rand, b_rand = self._a[:-1].sum(axis=0), b[:-1].sum(axis=0)
-        try:
-            reps = np.stack([solve_constrained(self._a[-1] + scale * (a_rand - self._a[g]),
-                                               b[-1] + scale * (b_rand - b[g]), delta) for g in groups])
-        except UnderdeterminedError:
-            return values, np.full_like(values, np.nan)
-        return values, np.sqrt((k - 1) / k * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
-
-    def _fit_control_variate(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_control_variate(self, d: _Design, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Values and errors of target ``t`` by the logistic control variate."""
         l0, l1 = _logit(self.base_value[t]), _logit(self.reference[t])
-        bl = self._wzl[:, :, t] + self._wz * (l1 - l0)
-        coef = solve_constrained(self._a.sum(axis=0), bl.sum(axis=0)[:, None], np.array([l1 - l0]))[0]
-        wzq = np.zeros_like(self._wz)  # sum w z q(z), per group, from the kept coalitions
-        for z, w, g, _ in self._rows:
-            zf = z.astype(np.float64)
-            contrib = zf * (w * _sigmoid(l0 + zf @ coef))[:, None]
-            np.add.at(wzq, g, contrib)
-        b = (self._wzy[:, :, t] + self._wz * self.reference[t] - wzq)[:, :, None]  # sum w z (v - q)
-        values, errors = self._fit(b, np.zeros(1), offset=logistic_shapley(l0, coef))
-        return values[0], errors[0]
+        w = d.weights()
+        zw = d.zf * w[:, None]
+        lhs, rhs = zw.T @ d.zf, zw.T @ (_logit(d.y[:, t]) - l0)
+        coef = solve_constrained(lhs, rhs[:, None], np.array([l1 - l0]))[0]
+        residual = d.y[:, t] - _sigmoid(l0 + d.zf @ coef)  # v - q, 0 on the empty coalition
+        values, errors = d.fit(residual[:, None], np.zeros(1))
+        return values[0] + logistic_shapley(l0, coef), errors[0]
+
+
+class _Design:
+    """The rows seen: coalitions, given weights, groups, strata and scores; post-stratified weights."""
+
+    def __init__(self, z, w, g, k, y, strata, n_groups: int) -> None:
+        self.z, self.zf, self.y = z, z.astype(np.float64), y
+        self.n_groups = n_groups
+        n_strata = 1 if strata is None else len(strata.mass)
+        self.k = k
+        self.w0 = w
+        if strata is None:  # weights as given; the chunks' groups are the replicates
+            self.mass = np.full(n_strata, np.nan)
+            self.rep = g
+            self.random_rows = g >= 0
+        else:
+            self.mass = np.asarray(strata.mass, np.float64)
+            rows_in = np.bincount(k, minlength=n_strata)
+            complete = (np.asarray(strata.population) > 0) & (rows_in >= np.asarray(strata.population))
+            sampled = np.isfinite(self.mass) & ~complete
+            self.random_rows = sampled[k]
+            # pair j of stratum k (in stream order) goes to replicate (j + k) mod G
+            order = np.argsort(k, kind="stable")
+            rank = np.empty(len(k), dtype=np.int64)
+            rank[order] = np.arange(len(k)) - np.repeat(np.cumsum(rows_in) - rows_in, rows_in)
+            self.rep = np.where(self.random_rows, (rank // 2 + k) % n_groups, -1)
+            self.unseen = bool((np.isfinite(self.mass) & (rows_in == 0))[1:].any())
+        self.random = bool(self.random_rows.any())
+
+    def weights(self, drop: int | None = None) -> np.ndarray:
+        """Row weights (n,), each stratum's scaled to its mass; without replicate ``drop`` if given."""
+        w = self.w0.copy()
+        if drop is not None:
+            w[self.random_rows & (self.rep == drop)] = 0.0
+            if not np.isfinite(self.mass).any():
+                k = len(np.unique(self.rep[self.random_rows]))
+                w[self.random_rows] *= k / (k - 1)
+        scaled = np.isfinite(self.mass)
+        if scaled.any():
+            total = np.bincount(self.k, weights=w, minlength=len(self.mass))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(scaled & (total > 0), self.mass / total, 1.0)
+            w = w * factor[self.k]
+        return w
+
+    def _solve(self, w: np.ndarray, y: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        zw = self.zf * w[:, None]
+        return solve_constrained(zw.T @ self.zf, zw.T @ y, delta)
+
+    def fit(self, y: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values (T, M) solving the regression on ``y`` (n, T) = scores minus ``v(0)``, and jackknife errors."""
+        values = self._solve(self.weights(), y, delta)
+        groups = np.unique(self.rep[self.random_rows])
+        if len(groups) == 0:
+            return values, np.zeros_like(values)
+        if len(groups) < 2 or getattr(self, "unseen", False) or not self._every_stratum_survives(groups):
+            return values, np.full_like(values, np.nan)
+        try:
+            reps = np.stack([self._solve(self.weights(int(g)), y, delta) for g in groups])
+        except UnderdeterminedError:
+            return values, np.full_like(values, np.nan)
+        k = len(groups)
+        return values, np.sqrt((k - 1) / k * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+
+    def _every_stratum_survives(self, groups: np.ndarray) -> bool:
+        """Whether every sampled stratum keeps rows when any one replicate group is left out."""
+        if not np.isfinite(self.mass).any():
+            return True
+        k, rep = self.k[self.random_rows], self.rep[self.random_rows]
+        per = np.zeros((len(self.mass), self.n_groups), dtype=np.int64)
+        np.add.at(per, (k, rep), 1)
+        seen = per[np.unique(k)]
+        return bool(((seen > 0).sum(axis=1) >= 2).all())
+
+    def third_order_rows(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Rows for :func:`fit_third_order`: post-stratified weights, replicate -1 for the non-random rows."""
+        return [(self.z, self.weights(), np.where(self.random_rows, self.rep, -1), self.y)]

@@ -6,10 +6,10 @@ from dataclasses import replace
 from typing import Any
 
 from perturbx import engine
-from perturbx._utils import check_int
+from perturbx._utils import check_choice, check_int
 from perturbx.estimators.k_additive import n_parameters
 from perturbx.estimators.kernel_shap import ShapleyRegression, kkt_is_singular
-from perturbx.samplers.coalitions import SegmentMap, ShapleyKernelSampler
+from perturbx.samplers.coalitions import SAMPLING, SegmentMap, ShapleyKernelSampler
 from perturbx.segmentation import check_segmentation, compute_segments, superpixel_baseline
 
 from .base import Context, PerturbationExplainer
@@ -35,12 +35,14 @@ class KernelSHAP(PerturbationExplainer):
     """Shapley values of superpixels by KernelSHAP's weighted linear regression.
 
     The game is ``v(z) = f(x with the superpixels outside z replaced by the baseline)``.
-    Coalition sizes come in complementary pairs ``{s, M - s}``; from the outside in, a
-    pair whose coalitions all fit its share of the remaining budget (shares in
-    proportion to the Shapley kernel mass, as in ``shap.KernelExplainer``) is enumerated
-    completely. Each remaining size gets a fixed number of distinct coalitions, drawn
-    without replacement together with their complements (antithetic pairs) and weighted
-    by its kernel mass over the number drawn. The regression is solved with the
+    Coalition sizes come in complementary pairs ``{s, M - s}``, one stratum each; from the
+    outside in, a pair whose coalitions all fit its share of the remaining budget (shares
+    in proportion to the Shapley kernel mass, as in ``shap.KernelExplainer``) is
+    enumerated completely. Each remaining size gets a fixed number of distinct
+    coalitions, drawn without replacement together with their complements (antithetic
+    pairs). The strata are interleaved in the stream and the weights seen in each are
+    scaled to its kernel mass (post-stratification), so the run can stop at any point
+    with a valid estimate (``tolerance``). The regression is solved with the
     efficiency constraint ``sum(segment_weights) = f(x) - f(baseline)``, which therefore
     holds exactly (to float64 rounding), and with ``n_samples >= 2**M`` every coalition is
     enumerated and the result is the exact Shapley value.
@@ -72,10 +74,29 @@ class KernelSHAP(PerturbationExplainer):
         whichever estimate has the smaller jackknife error (see
         :mod:`perturbx.estimators.kernel_shap`). Same target quantity, often several
         times smaller error for a classifier's probabilities; no effect on exact results.
+    sampling : {"stratified", "leverage-stratified", "kernel", "leverage"}, default "stratified"
+        How coalitions are drawn (:class:`~perturbx.samplers.coalitions.ShapleyKernelSampler`):
+        the stratified design above; the same with equal shares per size (the leverage
+        scores of the Shapley regression, Musco & Witter 2024); i.i.d. pairs from the
+        Shapley kernel (``shap``'s scheme without enumeration); or i.i.d. pairs with sizes
+        uniform and importance weights (Leverage SHAP, with replacement). The default was
+        the most accurate per query in ``benchmarks/results/shap_sampling.md``.
     random_state : int, Generator or None
         Seed of the coalitions.
     progress : bool or None
     max_queries : int, optional
+        Most model queries, the unperturbed input included. Without ``tolerance`` a run
+        that needs more raises; with it, the run stops there (``converged`` False).
+    tolerance : float, optional
+        Stop early, with ``n_samples`` as the maximum, once the values' estimated
+        relative error (:func:`perturbx.engine.relative_error` of the jackknife standard
+        errors below) is at most this; ``0.1`` is a Pearson correlation of about 0.995
+        with the values of unlimited samples. None (the default) always uses
+        ``n_samples`` samples.
+    min_queries : int, default 100
+        With ``tolerance``: samples before the first convergence check. The check is
+        also passed over (error infinite) until every coalition size of the design has
+        been drawn into two replicate groups (a few queries per superpixel pair).
 
     Notes
     -----
@@ -83,12 +104,13 @@ class KernelSHAP(PerturbationExplainer):
     (T, M) (``attributions`` paints them on the superpixels), ``base_value`` (T,) =
     ``f(baseline)``, ``exact`` (bool), ``estimate`` (T,): which estimate each target's
     values come from (``"linear"``, ``"logistic"`` or ``"third-order"``), and ``errors``
-    (T, M): the delete-a-group jackknife
-    standard error of each value. Random coalition pairs are dealt round-robin to 16
-    replicate groups; the regression is re-solved without each group (the rest of the
-    random part re-weighted by 16/15), and the spread of the 16 solutions gives the
-    standard error. Enumerated coalitions are in every solution, so ``errors`` is 0 when
-    the result is exact.
+    (T, M): the delete-a-group jackknife standard error of each value. Within each
+    stratum the random pairs are dealt round-robin to 16 replicate groups; the
+    regression is re-solved without each group (each stratum's remaining weights scaled
+    back to its kernel mass), and the spread of the 16 solutions gives the standard
+    error. Complete strata are in every solution, so ``errors`` is 0 when the result is
+    exact. With ``tolerance`` it also adds ``converged``, ``estimated_error``,
+    ``tolerance`` and ``convergence_history`` (see :class:`perturbx.engine.RunResult`).
 
     Raises
     ------
@@ -98,11 +120,13 @@ class KernelSHAP(PerturbationExplainer):
     """
 
     def __init__(self, n_samples: int = 2048, segmentation: object = "slic", *, baseline: object = "mean",
-                 interactions: bool | str = "auto", control_variate: bool = True, random_state: object = None,
-                 progress: bool | None = None, max_queries: int | None = None) -> None:
+                 interactions: bool | str = "auto", control_variate: bool = True, sampling: str = "stratified",
+                 random_state: object = None, progress: bool | None = None, max_queries: int | None = None,
+                 tolerance: float | None = None, min_queries: int = 100) -> None:
         super().__init__(baseline=baseline, random_state=random_state, progress=progress,
-                         max_queries=max_queries)
+                         max_queries=max_queries, tolerance=tolerance, min_queries=min_queries)
         self.n_samples = check_int(n_samples, "n_samples", "KernelSHAP", minimum=4)
+        self.sampling = check_choice(sampling, "sampling", "KernelSHAP", SAMPLING)
         self.segmentation = check_segmentation(segmentation, "KernelSHAP")
         if not isinstance(control_variate, bool):
             raise TypeError(f"The 'control_variate' parameter of KernelSHAP must be True or False. "
@@ -118,7 +142,8 @@ class KernelSHAP(PerturbationExplainer):
         m = int(segments.max()) + 1
         sampler = None
         if self.n_samples >= m + 2:
-            sampler = ShapleyKernelSampler(SegmentMap(segments), self.n_samples, ctx.rng, n_groups=N_GROUPS)
+            sampler = ShapleyKernelSampler(SegmentMap(segments), self.n_samples, ctx.rng, n_groups=N_GROUPS,
+                                           sampling=self.sampling)
         if sampler is None or (not sampler.exact and kkt_is_singular(sampler.gram())):
             raise ValueError(f"The 'n_samples' parameter of KernelSHAP is {self.n_samples}, too few for the "
                              f"coalitions to determine {m} Shapley values; use n_samples >= {2 * m + 2} "
@@ -129,7 +154,7 @@ class KernelSHAP(PerturbationExplainer):
         else:
             interactions = bool(self.interactions) and not sampler.exact and sampler.n_total > n_parameters(m)
         estimator = ShapleyRegression(segments, ctx.reference, N_GROUPS, control_variate=self.control_variate,
-                                      interactions=interactions)
+                                      interactions=interactions, strata=sampler.strata)
         return engine.Plan(sampler, replace(ctx, baseline=baseline).blend_renderer(), estimator)
 
     def _extras(self, ctx: Context, plan: engine.Plan) -> dict[str, Any]:

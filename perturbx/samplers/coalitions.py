@@ -7,14 +7,18 @@ keep-masks ``(n, H, W)`` on the model's backend (``z[:, segments]``), one batch 
 
 * :class:`UniformCoalitionSampler`: every bit an independent fair coin (LIME, as
   ``lime_image`` draws them).
-* :class:`ShapleyKernelSampler`: KernelSHAP's design. Coalition sizes are grouped in
-  complementary pairs ``{s, M - s}`` from the outside in; a pair of sizes whose
-  coalitions all fit its share of the remaining budget is enumerated completely (as
-  ``shap.KernelExplainer`` does), the other sizes are *stratified*: each gets a fixed
-  number of distinct coalitions, drawn without replacement together with their
-  complements (antithetic pairs), and weighted by the Shapley kernel mass of the size
-  divided by the number drawn. With ``n_samples >= 2**M`` every coalition is
-  enumerated and the regression returns the exact Shapley values.
+* :class:`ShapleyKernelSampler`: KernelSHAP's design, by default *stratified*: one
+  stratum per pair of coalition sizes ``{s, M - s}``; from the outside in, a pair of sizes
+  whose coalitions all fit its share of the remaining budget is enumerated (as
+  ``shap.KernelExplainer`` does), the other sizes get a fixed number of distinct
+  coalitions, drawn without replacement together with their complements (antithetic
+  pairs). The strata are interleaved in the stream in proportion to their allocation and
+  the estimator scales the weights seen in each stratum to its Shapley kernel mass
+  (post-stratification), so every prefix of the stream is a valid design and a run can
+  stop early. Also: i.i.d. pairs from the Shapley kernel (``"kernel"``) or with sizes
+  uniform (``"leverage"``, Musco & Witter 2024), and the stratified design with equal
+  shares per size (``"leverage-stratified"``). With ``n_samples >= 2**M`` every coalition
+  is enumerated and the regression returns the exact Shapley values.
 * :class:`PermutationSampler`: the prefixes of random orders of the superpixels and of
   their reverses (antithetic permutation sampling).
 """
@@ -51,13 +55,15 @@ class CoalitionChunk:
 
     ``weights`` is None when the estimator computes its own (LIME's kernel). ``groups``
     labels the random replicate each row belongs to (for the jackknife error estimate);
-    -1 marks rows that are not random (enumerated coalitions).
+    -1 marks rows that are not random (enumerated coalitions). ``strata`` (n,), when
+    given, is each row's stratum in the sampler's :class:`Strata` (KernelSHAP).
     """
 
     z: np.ndarray
     weights: np.ndarray | None
     groups: np.ndarray | None
     segmap: SegmentMap
+    strata: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -185,6 +191,26 @@ def _with_complements(z: np.ndarray) -> np.ndarray:
     return np.stack([z, 1 - z], axis=1).reshape(-1, z.shape[1])
 
 
+#: coalition samplers of :class:`ShapleyKernelSampler` (``sampling=``)
+SAMPLING = ("stratified", "leverage-stratified", "kernel", "leverage")
+
+
+@dataclass(frozen=True)
+class Strata:
+    """The strata of a KernelSHAP design; rows carry their stratum's index.
+
+    The estimator rescales the weights of the rows it has seen in stratum ``k`` so that
+    they sum to ``mass[k]`` (post-stratification); ``mass[k]`` NaN keeps the rows'
+    weights as given (enumerated designs, the empty coalition). ``population[k]`` is the
+    number of distinct coalitions of the stratum (rows); once all of them are seen the
+    stratum is complete and carries no sampling error. 0: drawn with replacement,
+    never complete.
+    """
+
+    mass: np.ndarray
+    population: np.ndarray
+
+
 class ShapleyKernelSampler:
     """KernelSHAP coalitions for ``M`` superpixels and a budget of ``n_samples`` model queries.
 
@@ -192,6 +218,11 @@ class ShapleyKernelSampler:
     already scored) and the empty one (the baseline, always the first row), so the
     sampler yields at most ``n_samples - 1`` rows: ``min(n_samples, 2**M) - 1``. It may
     yield one row fewer when the random part's budget is odd (draws come in pairs).
+    Every draw is a coalition followed by its complement (antithetic pairs).
+
+    Every prefix of the stream is a valid design, so a run may stop early: rows carry a
+    stratum (:class:`Strata`) and the estimator rescales the weights seen in each stratum
+    to its Shapley kernel mass (post-stratification).
 
     Parameters
     ----------
@@ -202,11 +233,19 @@ class ShapleyKernelSampler:
         Source of the random draws; all draws happen here, so the design does not
         depend on the chunk size.
     n_groups : int, default 16
-        Random pairs are dealt round-robin to this many replicate groups (the
-        jackknife's units).
-    allocation : {"kernel", "uniform"}, default "kernel"
-        How the budget is split between the sampled size pairs: in proportion to
-        their Shapley kernel mass (as ``shap.KernelExplainer``), or equally.
+        Random pairs are dealt round-robin to this many replicate groups (``groups``).
+    sampling : {"stratified", "leverage-stratified", "kernel", "leverage"}, default "stratified"
+        ``"stratified"``: one stratum per pair of sizes ``{s, M - s}``; from the outside in,
+        a pair of sizes whose coalitions all fit its share of the budget (shares in
+        proportion to the kernel mass) is enumerated, the others get a share of distinct
+        coalitions drawn without replacement. ``"leverage-stratified"``: the same with
+        equal shares per size (the leverage scores of the Shapley regression are uniform
+        over sizes, Musco & Witter 2024). ``"kernel"``: i.i.d. pairs from the Shapley
+        kernel distribution (``shap.KernelExplainer`` without its enumeration).
+        ``"leverage"``: i.i.d. pairs with sizes uniform and importance weights (Leverage
+        SHAP's distribution, with replacement). Stratified streams interleave the strata
+        in proportion to their allocation, after two pairs of each (so every stratum is
+        seen early); enumerated strata are streamed in random order.
 
     Attributes
     ----------
@@ -214,82 +253,142 @@ class ShapleyKernelSampler:
         Every coalition is enumerated: the regression gives the exact Shapley values.
     n_total : int
         Rows the sampler yields (model queries).
+    strata : Strata
 
     Notes
     -----
-    Memory: the random design, at most ``n_samples`` rows of ``M`` bytes, is drawn in
-    ``__init__`` (sampling without replacement needs to know what was drawn); exact
-    enumeration is generated chunk by chunk.
+    Memory: the design, at most ``min(n_samples, 2**M)`` rows of ``M`` bytes, is drawn in
+    ``__init__`` (sampling without replacement needs to know what was drawn).
     """
 
     def __init__(self, segmap: SegmentMap, n_samples: int, rng: np.random.Generator, *,
-                 n_groups: int = 16, allocation: str = "kernel") -> None:
-        self.segmap, self.n_groups, self.allocation = segmap, int(n_groups), allocation
+                 n_groups: int = 16, sampling: str = "stratified") -> None:
+        if sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {SAMPLING}; got {sampling!r}.")
+        self.segmap, self.n_groups, self.sampling = segmap, int(n_groups), sampling
         m = segmap.n_segments
         self.kernel = shapley_kernel(m)
         self.exact = n_samples >= 2 ** m
-        if self.exact:
-            self.n_total = 2 ** m - 1
-            self._design = None
-        else:
-            self._design = self._build(int(n_samples) - 2, rng)
-            self.n_total = len(self._design[0])
+        groups = [SizeGroup(s, m) for s in range(1, m // 2 + 1)]
+        budget = min(int(n_samples), 2 ** m) - 2
+        if sampling in ("kernel", "leverage") and not self.exact:
+            parts = self._iid(groups, budget // 2, rng)
+        else:  # exact: every stratum complete, streamed in random order (so prefixes are valid samples)
+            parts = self._stratified(groups, budget, rng)
+        self._design, self.strata = parts
+        self.n_total = len(self._design[0])
 
     def _share(self, group: SizeGroup) -> float:
-        if self.allocation == "kernel":
+        if self.sampling in ("stratified", "kernel"):
             return group.mass
         return 2.0 if group.paired else 1.0
 
-    def _build(self, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _allocation(self, groups: list[SizeGroup], budget: int) -> np.ndarray:
+        """Pairs per size group for ``budget`` rows: as ``shap``, enumerate from the outside in, then share."""
         m = self.segmap.n_segments
-        remaining = [SizeGroup(s, m) for s in range(1, m // 2 + 1)]
-        zs, ws, gs = [np.zeros((1, m), dtype=np.uint8)], [np.zeros(1)], [np.full(1, -1)]
-        while remaining:  # enumerate size pairs from the outside in while they fit their share
-            group = remaining[0]
-            fair = budget * self._share(group) / sum(self._share(g) for g in remaining)
-            if fair < group.n_coalitions - 1e-9:
+        n_pairs = np.zeros(len(groups), dtype=np.int64)
+        first = 0
+        for i, group in enumerate(groups):  # enumerate size pairs from the outside in while they fit their share
+            share = budget * self._share(group) / sum(self._share(g) for g in groups[i:])
+            if share < group.n_coalitions - 1e-9:
                 break
-            z = _enumerate(group)
-            zs.append(z)
-            ws.append(self.kernel[z.sum(axis=1)])
-            gs.append(np.full(len(z), -1))
+            n_pairs[i] = group.n_coalitions // 2
             budget -= group.n_coalitions
-            remaining.pop(0)
-        if remaining:
-            caps = np.array([min(math.comb(m, g.s) // (1 if g.paired else 2), budget // 2 + 1) for g in remaining])
-            shares = np.array([self._share(g) for g in remaining])
-            counter = 0
-            for group, n_pairs in zip(remaining, _allocate(budget // 2, shares, caps), strict=True):
-                if n_pairs == 0:
-                    continue
-                complete = 2 * n_pairs == group.n_coalitions
-                z = _enumerate(group) if complete else _with_complements(_distinct_draws(rng, group, int(n_pairs)))
-                reps = (counter + np.arange(n_pairs)) % self.n_groups  # replicate group of each pair
-                zs.append(z)
-                ws.append(np.full(len(z), group.mass / len(z)))  # kernel mass over the number drawn
-                gs.append(np.full(len(z), -1) if complete else np.repeat(reps, 2))
-                counter += 0 if complete else int(n_pairs)
-        return np.concatenate(zs), np.concatenate(ws), np.concatenate(gs).astype(np.int64)
+            first = i + 1
+        if first < len(groups):
+            rest = groups[first:]
+            caps = np.array([math.comb(m, g.s) // (1 if g.paired else 2) for g in rest])
+            shares = np.array([self._share(g) for g in rest])
+            n_pairs[first:] = _allocate(budget // 2, shares, np.minimum(caps, budget // 2 + 1))
+        return n_pairs
+
+    def _schedule(self, groups: list[SizeGroup], budget: int, final: np.ndarray) -> list[np.ndarray]:
+        """When each stratum's pairs come: pair j of group k is due at the budget whose allocation holds it.
+
+        The allocation of the growing budgets ``budget * i / S`` is nested in the final one,
+        so every prefix of the stream is close to the design of its own size; the first
+        two pairs of every group come first (every stratum is seen early).
+        """
+        steps = max(1, min(256, budget // 8))
+        grid = np.linspace(0.0, 1.0, steps + 1)
+        counts = np.stack([np.zeros_like(final)] + [self._allocation(groups, int(budget * f)) for f in grid[1:-1]]
+                          + [final])
+        counts = np.maximum.accumulate(np.minimum(counts, final), axis=0)
+        due = []
+        for k, n in enumerate(final):
+            j = np.arange(n)
+            i = np.searchsorted(counts[:, k], j + 1)  # first grid point whose allocation holds pair j
+            lo, hi = counts[i - 1, k], counts[i, k]
+            t = grid[i - 1] + (j + 1 - lo) / np.maximum(hi - lo, 1) * (grid[i] - grid[i - 1])
+            due.append(np.where(j < 2, j - 2.0, t))
+        return due
+
+    def _stratified(self, groups: list[SizeGroup], budget: int, rng: np.random.Generator):
+        """The allocation, the draws, then the stream interleaved on the nested schedule."""
+        m = self.segmap.n_segments
+        final = self._allocation(groups, budget)
+        schedule = self._schedule(groups, budget, final)
+        n_pairs = dict(zip(groups, final.tolist(), strict=True))
+        due_of = dict(zip(groups, schedule, strict=True))
+        used = [g for g in groups if n_pairs.get(g, 0) > 0]
+        draws, due, stratum = [], [], []
+        for k, group in enumerate(used, start=1):
+            n = int(n_pairs[group])
+            population = math.comb(m, group.s) // (1 if group.paired else 2)
+            if n == population:  # complete: every draw, in random order
+                z = _enumerate(group)[::2] if group.paired else _enumerate(group)
+                if not group.paired:
+                    z = z[z[:, 0] == 1]
+                z = z[rng.permutation(len(z))]
+            else:
+                z = _distinct_draws(rng, group, n)
+            draws.append(z)
+            due.append(due_of[group])
+            stratum.append(np.full(n, k))
+        order = np.lexsort((np.concatenate(stratum), np.concatenate(due)))
+        first = np.concatenate(draws)[order]
+        k_pair = np.concatenate(stratum)[order]
+        mass = np.array([g.mass for g in used])
+        count = np.array([2 * n_pairs[g] for g in used])  # rows per stratum in the full design
+        population = np.array([g.n_coalitions for g in used])
+        enumerated = count == population
+        weights = (mass / count)[k_pair - 1]
+        reps = np.where(enumerated[k_pair - 1], -1, np.arange(len(first)) % self.n_groups)
+        return self._assemble(first, np.repeat(weights, 2), np.repeat(reps, 2), np.repeat(k_pair, 2),
+                              Strata(np.concatenate([[np.nan], mass]), np.concatenate([[0], population])))
+
+    def _iid(self, groups: list[SizeGroup], n_pairs: int, rng: np.random.Generator):
+        """``n_pairs`` i.i.d. pairs: size pair from ``_share``, coalition uniform within its size."""
+        m = self.segmap.n_segments
+        share = np.array([self._share(g) for g in groups])
+        mass = np.array([g.mass for g in groups])
+        p = share / share.sum()
+        which = rng.choice(len(groups), size=n_pairs, p=p)
+        sizes = np.array([g.s for g in groups])[which]
+        idx = rng.random((n_pairs, m)).argsort(axis=1)
+        first = (np.argsort(idx, axis=1) < sizes[:, None]).astype(np.uint8)  # a random coalition of each size
+        flip = rng.random(n_pairs) < 0.5  # which of the pair comes first
+        first[flip] ^= 1
+        weights = mass[which] / p[which] / (2 * n_pairs)  # importance weights, summing to the mass on average
+        reps = np.arange(n_pairs) % self.n_groups
+        return self._assemble(first, np.repeat(weights, 2), np.repeat(reps, 2), np.ones(2 * n_pairs, dtype=np.int64),
+                              Strata(np.array([np.nan, mass.sum()]), np.zeros(2, dtype=np.int64)))
+
+    def _assemble(self, first, weights, reps, strata, info):
+        m = self.segmap.n_segments
+        z = np.concatenate([np.zeros((1, m), dtype=np.uint8), _with_complements(first)])
+        return (z, np.concatenate([[0.0], weights]), np.concatenate([[-1], reps]).astype(np.int64),
+                np.concatenate([[0], strata]).astype(np.int64)), info
 
     def chunks(self, chunk_size: int) -> Iterator[CoalitionChunk]:
-        m = self.segmap.n_segments
+        z, w, g, k = self._design
         for start in range(0, self.n_total, chunk_size):
             stop = min(start + chunk_size, self.n_total)
-            if self._design is None:  # codes 0 .. 2**M - 2: every coalition but the full one
-                codes = np.arange(start, stop, dtype=np.int64)
-                z = ((codes[:, None] >> np.arange(m)) & 1).astype(np.uint8)
-                yield CoalitionChunk(z, self.kernel[z.sum(axis=1)], np.full(len(z), -1), self.segmap)
-            else:
-                z, w, g = self._design
-                yield CoalitionChunk(z[start:stop], w[start:stop], g[start:stop], self.segmap)
+            yield CoalitionChunk(z[start:stop], w[start:stop], g[start:stop], self.segmap, k[start:stop])
 
     def gram(self) -> np.ndarray:
         """``sum_z w(z) z z^T`` (M, M) of the whole design (known before any query)."""
-        if self._design is None:
-            z = ((np.arange(2 ** self.segmap.n_segments - 1)[:, None] >> np.arange(self.segmap.n_segments)) & 1)
-            w = self.kernel[z.sum(axis=1)]
-        else:
-            z, w, _ = self._design
+        z, w, _, _ = self._design
         z = z.astype(np.float64)
         return (z * w[:, None]).T @ z
 
