@@ -138,7 +138,7 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     stopping : Stopping, optional
         Stop once the estimate has converged; needs an estimator with
         ``standard_error`` (:class:`ErrorEstimating`) and a sampler whose every prefix
-        is a valid sample.
+        is a valid sample (its ``n_total`` is lowered to a smaller budget).
 
     Returns
     -------
@@ -151,13 +151,13 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     if stopping is not None and not isinstance(plan.estimator, ErrorEstimating):
         raise TypeError(f"{type(plan.estimator).__name__} has no standard_error(); {desc} cannot stop early.")
     limit = total if budget is None else min(total, budget)
+    if limit < total:  # only with stopping: run the budget's prefix of the (prefix-valid) stream
+        plan.sampler.n_total = limit
     result = RunResult(0, stopping)
     next_check = stopping.min_queries if stopping is not None else math.inf
     backend, dtype = adapter.backend, adapter.dtype
     with _progress_bar(limit, progress, desc) as bar:
         for chunk in plan.sampler.chunks(_chunk_size(plan, adapter, stopping)):
-            if result.n_queries + chunk.size > limit:
-                break  # only with stopping (else total <= budget): the batch that would cross the budget
             masks = chunk.materialize(backend, dtype)
             scores = _predict(adapter, plan.renderer.render(masks))
             plan.estimator.update(chunk, masks, scores[:, targets])

@@ -32,7 +32,9 @@ class MaskChunk(Protocol):
 class Sampler(Protocol):
     """A finite, seeded source of mask chunks."""
 
-    #: total number of masks the sampler will yield
+    #: total number of masks the sampler will yield; read by ``chunks``, so the engine can
+    #: lower it before iterating to keep the first masks of a stream whose every prefix is a
+    #: valid sample (early stopping under a query budget)
     n_total: int
 
     def chunks(self, chunk_size: int) -> Iterator[MaskChunk]:
