@@ -168,3 +168,31 @@ def test_errors(rng):
         LIME(segmentation=5)
     with pytest.raises(perturbx.QueryBudgetError):
         LIME(n_samples=100, segmentation=Grid((3, 3)), max_queries=99).explain(f, x)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
+def test_antithetic_coalitions_are_complement_pairs_whatever_the_chunking(chunk):
+    seg = np.arange(9)[None]
+    stream = [c.z for c in UniformCoalitionSampler(SegmentMap(seg), 31, np.random.default_rng(3), True).chunks(chunk)]
+    z = np.concatenate(stream)
+    ref = np.concatenate([c.z for c in UniformCoalitionSampler(SegmentMap(seg), 31, np.random.default_rng(3),
+                                                               True).chunks(31)])
+    np.testing.assert_array_equal(z, ref)
+    np.testing.assert_array_equal(z[0:30:2] + z[1:30:2], 1)
+    assert len(z) == 31 and max(len(s) for s in stream) <= chunk
+
+
+def test_antithetic_pairs_stay_in_one_jackknife_group():
+    seg = np.arange(4)[None]
+    est = WeightedRidge(seg, np.zeros(1), kernel_width=0.25, alpha=1.0, n_groups=3, block=2)
+    z = (np.random.default_rng(0).random((12, 4)) < 0.5).astype(np.uint8)
+    est.update(CoalitionChunk(z[:5], None, None, SegmentMap(seg)), None, np.zeros((5, 1)))
+    est.update(CoalitionChunk(z[5:], None, None, SegmentMap(seg)), None, np.zeros((7, 1)))
+    w = cosine_kernel(z.astype(float), 0.25)
+    expected = [w[[0, 1, 6, 7]].sum(), w[[2, 3, 8, 9]].sum(), w[[4, 5, 10, 11]].sum()]
+    np.testing.assert_allclose(est._sums["w"][:3], expected)
+
+
+def test_bad_sampling():
+    with pytest.raises(ValueError, match="'sampling' parameter of LIME must be one of"):
+        LIME(sampling="sobol")

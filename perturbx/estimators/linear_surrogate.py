@@ -33,7 +33,7 @@ class WeightedRidge:
     with its known score ``reference`` and weight 1, without another model query.
 
     Error estimate: sample ``i`` (in the order streamed) belongs to replicate group
-    ``i mod n_groups``; the sums are kept per group, and the delete-a-group jackknife
+    ``(i // block) mod n_groups``; the sums are kept per group, and the delete-a-group jackknife
     re-solves the ridge without each group (the other groups re-weighted by
     ``G / (G - 1)``, so the penalty and the unperturbed row keep their share), giving
     the standard error ``sqrt((G - 1) / G * sum_g (beta_(g) - mean)^2)`` of every
@@ -49,6 +49,9 @@ class WeightedRidge:
         L2 penalty on the coefficients (not on the intercept); 0 is ordinary weighted least squares.
     n_groups : int, default 8
         Replicate groups of the jackknife.
+    block : int, default 1
+        Consecutive samples dealt to the same group (2 for antithetic pairs, which are
+        not independent of each other).
 
     Attributes (after ``finalize``)
     -------------------------------
@@ -64,11 +67,11 @@ class WeightedRidge:
     _SUMS = ("w", "z", "y", "zz", "zy", "yy")
 
     def __init__(self, segments: np.ndarray, reference: np.ndarray, kernel_width: float, alpha: float,
-                 n_groups: int = 8) -> None:
+                 n_groups: int = 8, block: int = 1) -> None:
         self.segments, self.kernel_width, self.alpha = segments, kernel_width, alpha
         self.reference = np.asarray(reference, dtype=np.float64)
         m, t, g = int(segments.max()) + 1, len(self.reference), int(n_groups) + 1  # last slot: the input
-        self.m, self.n_groups = m, int(n_groups)
+        self.m, self.n_groups, self.block = m, int(n_groups), int(block)
         self._sums = {"w": np.zeros(g), "z": np.zeros((g, m)), "y": np.zeros((g, t)), "zz": np.zeros((g, m, m)),
                       "zy": np.zeros((g, m, t)), "yy": np.zeros((g, t))}
         self.n_samples = 0
@@ -89,7 +92,7 @@ class WeightedRidge:
     def update(self, chunk, masks, scores: np.ndarray) -> None:
         # scores are centred on the reference: sums of squares keep their precision
         z, y = chunk.z.astype(np.float64), np.asarray(scores, dtype=np.float64) - self.reference
-        groups = (self.n_samples - 1 + np.arange(len(z))) % self.n_groups
+        groups = ((self.n_samples - 1 + np.arange(len(z))) // self.block) % self.n_groups
         for g in np.unique(groups):
             rows = groups == g
             self._fold(z[rows], y[rows], int(g))

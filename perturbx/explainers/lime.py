@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from perturbx import engine
-from perturbx._utils import check_float, check_int
+from perturbx._utils import check_choice, check_float, check_int
 from perturbx.estimators.linear_surrogate import WeightedRidge
 from perturbx.samplers.coalitions import SegmentMap, UniformCoalitionSampler
 from perturbx.segmentation import check_segmentation, compute_segments, superpixel_baseline
@@ -40,6 +40,12 @@ class LIME(PerturbationExplainer):
     baseline : float, str, array or callable, default "mean"
         What hidden superpixels become. ``"mean"`` is the mean colour of each superpixel
         (lime's default hide colour); other values as in :mod:`perturbx.baselines`.
+    sampling : {"antithetic", "iid"}, default "antithetic"
+        ``"iid"``: lime's independent fair coins. ``"antithetic"``: every other coalition
+        is the complement of the previous one; each is still uniform, so the surrogate is
+        lime's in expectation, with less noise (the pair cancels the model's even-order
+        interactions in the fit): on the demo CNN 500 antithetic samples agree with a
+        20,000-sample surrogate as well as lime's 1,000 (benchmarks/RESULTS.md).
     random_state : int, Generator or None
         Seed of the coalitions.
     progress : bool or None
@@ -63,7 +69,8 @@ class LIME(PerturbationExplainer):
     """
 
     def __init__(self, n_samples: int = 1000, segmentation: object = "slic", kernel_width: float = 0.25, *,
-                 alpha: float = 1.0, baseline: object = "mean", random_state: object = None,
+                 alpha: float = 1.0, baseline: object = "mean", sampling: str = "antithetic",
+                 random_state: object = None,
                  progress: bool | None = None, max_queries: int | None = None, tolerance: float | None = None,
                  min_queries: int = 100) -> None:
         super().__init__(baseline=baseline, random_state=random_state, progress=progress,
@@ -73,6 +80,7 @@ class LIME(PerturbationExplainer):
         self.kernel_width = check_float(kernel_width, "kernel_width", "LIME", low=0.0, high=float("inf"),
                                         low_open=True, high_open=True)
         self.alpha = check_float(alpha, "alpha", "LIME", low=0.0, high=float("inf"), high_open=True)
+        self.sampling = check_choice(sampling, "sampling", "LIME", ("iid", "antithetic"))
 
     def _plan(self, ctx: Context) -> engine.Plan:
         segments = compute_segments(self.segmentation, ctx.x, ctx.layout, "LIME")
@@ -82,8 +90,9 @@ class LIME(PerturbationExplainer):
                              f"with {m} superpixels and an intercept; use n_samples >= {m + 1} (a few times "
                              f"more for a stable fit) or fewer superpixels.")
         baseline = superpixel_baseline(self.baseline, ctx.baseline, ctx.x, ctx.layout, segments)
-        sampler = UniformCoalitionSampler(SegmentMap(segments), self.n_samples - 1, ctx.rng)
-        estimator = WeightedRidge(segments, ctx.reference, self.kernel_width, self.alpha)
+        antithetic = self.sampling == "antithetic"
+        sampler = UniformCoalitionSampler(SegmentMap(segments), self.n_samples - 1, ctx.rng, antithetic)
+        estimator = WeightedRidge(segments, ctx.reference, self.kernel_width, self.alpha, block=2 if antithetic else 1)
         return engine.Plan(sampler, replace(ctx, baseline=baseline).blend_renderer(), estimator)
 
     def _extras(self, ctx: Context, plan: engine.Plan) -> dict[str, Any]:

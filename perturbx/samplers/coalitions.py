@@ -81,17 +81,33 @@ class UniformCoalitionSampler:
     """``n_total`` coalitions with every superpixel kept with probability 1/2, independently.
 
     Bits are drawn one uniform double each, so the coalitions do not depend on the
-    chunk size (the model's batch size).
+    chunk size (the model's batch size). With ``antithetic=True`` every other coalition
+    is the complement of the one before it (rows ``2k`` and ``2k + 1``): each row is still
+    uniform, but the pair's centred bits cancel, so a surrogate fitted on them is blind to
+    the model's even-order interactions (the noise they would add to a linear fit).
     """
 
-    def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator) -> None:
+    def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator,
+                 antithetic: bool = False) -> None:
         self.segmap, self.n_total, self._rng = segmap, int(n_total), rng
+        self.antithetic = bool(antithetic)
 
     def chunks(self, chunk_size: int) -> Iterator[CoalitionChunk]:
         m = self.segmap.n_segments
+        owed = None  # antithetic: the complement the next row must be
         for start in range(0, self.n_total, chunk_size):
             n = min(chunk_size, self.n_total - start)
-            yield CoalitionChunk((self._rng.random((n, m)) < 0.5).astype(np.uint8), None, None, self.segmap)
+            if not self.antithetic:
+                z = (self._rng.random((n, m)) < 0.5).astype(np.uint8)
+            else:
+                head = [] if owed is None else [owed[None]]
+                k = n - len(head)
+                fresh = (self._rng.random(((k + 1) // 2, m)) < 0.5).astype(np.uint8)
+                pairs = np.empty((2 * len(fresh), m), dtype=np.uint8)
+                pairs[0::2], pairs[1::2] = fresh, 1 - fresh
+                z = np.concatenate([*head, pairs[:k]])
+                owed = pairs[k] if k < len(pairs) else None
+            yield CoalitionChunk(z, None, None, self.segmap)
 
 
 def shapley_kernel(m: int) -> np.ndarray:

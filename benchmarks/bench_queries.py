@@ -1,0 +1,360 @@
+"""Queries for the same map: perturbx's samplers and early stopping against the peers at their defaults.
+
+For each method, on held-out images of the built-in shapes data with the demo CNN (or one
+image of the ResNet-18-shaped CNN, ``--model resnet``), every runner's map is compared with
+a reference map of the same estimand computed with 20x the method's default budget:
+
+* RISE (pixels): reference perturbx ``RISE(n_masks=80_000)``; peer: the authors' recipe
+  (masks made with ``skimage.transform.resize``, plain score-weighted mean) with 8,000
+  masks, as in the paper; perturbx ``RISE`` at smaller budgets and with ``tolerance``.
+* LIME (superpixels): reference perturbx ``LIME(n_samples=20_000)`` (lime's estimand: same
+  kernel, ridge and sample distribution); peer: ``lime_image.LimeImageExplainer`` with its
+  default 1,000 samples; perturbx ``LIME`` at smaller budgets and with ``tolerance``.
+* KernelSHAP (superpixels): reference perturbx ``KernelSHAP`` with 20x shap's default budget
+  ``2 M + 2048``; peer: ``shap.KernelExplainer`` at its default budget (``nsamples="auto"``,
+  no feature selection); perturbx ``KernelSHAP`` at smaller budgets and with ``tolerance``.
+* Occlusion (pixels), when ``CoarseToFineOcclusion`` exists: reference and peer are plain
+  occlusion at the finest window (Captum's, which equals perturbx ``Occlusion``);
+  perturbx ``CoarseToFineOcclusion`` with its defaults.
+
+All runners explain the true class's probability (softmax), superpixels are the same SLIC
+segments for every runner of an image, and hidden superpixels / masked pixels take the
+method's default baseline (segment mean for LIME and KernelSHAP as lime and shap's image
+examples do; 0 for RISE and occlusion). Printed per runner (mean over images and seeds):
+model queries, Pearson correlation with the reference, centred relative L2 error
+``||(a - mean a) - (r - mean r)|| / ||r - mean r||`` (a constant offset, large in RISE maps,
+is not counted), the pointing game against the object mask (peak on the object, 0 px
+tolerance), and for perturbx the queries needed to reach the peer's Pearson (log-linear
+interpolation between budgets) with the ratio peer queries / those queries.
+
+    python benchmarks/bench_queries.py                              # demo CNN, 20 images, all methods
+    python benchmarks/bench_queries.py --methods rise --images 5 --seeds 2
+    python benchmarks/bench_queries.py --model resnet --images 1    # the 224-px model (slow on CPU)
+    python benchmarks/bench_queries.py --quick                      # small sizes, to check it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METHODS = ("rise", "lime", "kernelshap", "occlusion")
+
+
+@dataclass
+class Case:
+    """One image: input, object mask, target, segments, and the model as a numpy function."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    target: int
+    segments: np.ndarray
+    probs: object
+    adapter: object
+
+
+@dataclass
+class Row:
+    """Results of one runner: per (image, seed) queries, Pearson, relative L2 and pointing hits."""
+
+    name: str
+    queries: list = field(default_factory=list)
+    pearson: list = field(default_factory=list)
+    rel_l2: list = field(default_factory=list)
+    hits: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def add(self, queries: int, feats: np.ndarray, ref: np.ndarray, pixel_map: np.ndarray, mask: np.ndarray,
+            seconds: float) -> None:
+        a, r = feats.ravel() - feats.mean(), ref.ravel() - ref.mean()
+        self.queries.append(queries)
+        self.pearson.append(float(a @ r / max(np.linalg.norm(a) * np.linalg.norm(r), 1e-300)))
+        self.rel_l2.append(float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-300)))
+        self.hits.append(bool(mask[np.unravel_index(np.argmax(pixel_map), pixel_map.shape)]))
+        self.seconds.append(seconds)
+
+    def line(self) -> str:
+        return (f"| {self.name} | {np.mean(self.queries):.0f} | {np.mean(self.pearson):.4f} | "
+                f"{np.mean(self.rel_l2):.4f} | {np.mean(self.hits):.2f} | {np.mean(self.seconds):.2f} |")
+
+
+def build_cases(model: str, n_images: int, batch: int) -> list[Case]:
+    import torch
+
+    import perturbx
+    from perturbx._utils import Layout
+    from perturbx.datasets import make_shapes
+    from perturbx.models import DEMO_TEST_SEED, load_demo_model, resnet18_shaped
+    from perturbx.segmentation import compute_segments
+
+    if model == "resnet":
+        net, size = resnet18_shaped(1000, random_state=0).eval(), 224
+    else:
+        net, size = load_demo_model().eval(), 64
+    data = make_shapes(n_images, size=size, random_state=DEMO_TEST_SEED)
+
+    def probs(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), batch):
+                part = torch.as_tensor(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))
+                out.append(torch.softmax(net(part), dim=1).numpy())
+        return np.concatenate(out)
+
+    cases = []
+    for x, m, y in zip(data.images, data.masks, data.labels, strict=True):
+        target = int(y) if model == "demo" else int(probs(x[None]).argmax())
+        segments = compute_segments("slic", x, Layout("CHW"), "benchmark")
+        adapter = perturbx.adapters.Torch(net, output="probs", batch_size=batch)
+        cases.append(Case(x, m, target, segments, probs, adapter))
+    return cases
+
+
+def paint(values: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    return np.asarray(values)[segments]
+
+
+# --- RISE -------------------------------------------------------------------------------------------------------------
+def authors_rise(case: Case, n: int, seed: int, grid: int = 7, p: float = 0.5, chunk: int = 500) -> np.ndarray:
+    """The RISE authors' recipe (skimage resize per mask, random shift, plain weighted mean), in chunks."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    h, w = case.x.shape[1:]
+    cell = np.ceil(np.array([h, w]) / grid).astype(int)
+    up = (grid + 1) * cell
+    total = np.zeros(h * w)
+    for start in range(0, n, chunk):
+        k = min(chunk, n - start)
+        grids = (rng.random((k, grid, grid)) < p).astype(np.float32)
+        masks = np.empty((k, h, w), dtype=np.float32)
+        for i in range(k):
+            dy, dx = rng.integers(0, cell[0]), rng.integers(0, cell[1])
+            masks[i] = resize(grids[i], up, order=1, mode="reflect", anti_aliasing=False)[dy:dy + h, dx:dx + w]
+        scores = case.probs(masks[:, None] * case.x[None])[:, case.target]
+        total += scores @ masks.reshape(k, -1)
+    return (total / n / p).reshape(h, w)
+
+
+def study_rise(cases, seeds, budgets, tolerances, quick):
+    import perturbx
+
+    ref_n, peer_n = (4000, 800) if quick else (80_000, 8000)
+    rows = {"peer": Row(f"authors' RISE, {peer_n} masks")}
+    for case in cases:
+        ref = perturbx.RISE(n_masks=ref_n, random_state=10_000).explain(case.adapter, case.x, case.target).attributions
+        for seed in seeds:
+            t0 = time.perf_counter()
+            peer = authors_rise(case, peer_n, seed)
+            rows["peer"].add(peer_n + 1, peer, ref, peer, case.mask, time.perf_counter() - t0)
+            for b in budgets:
+                e = perturbx.RISE(n_masks=b, random_state=seed).explain(case.adapter, case.x, case.target)
+                rows.setdefault(b, Row(f"perturbx RISE, {b} masks")).add(
+                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds)
+            for tol in tolerances:
+                e = perturbx.RISE(n_masks=peer_n, tolerance=tol, random_state=seed).explain(
+                    case.adapter, case.x, case.target)
+                rows.setdefault(f"tol{tol}", Row(f"perturbx RISE, tolerance={tol}")).add(
+                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds)
+    return rows
+
+
+# --- LIME -------------------------------------------------------------------------------------------------------------
+def lime_peer(case: Case, n: int, seed: int) -> np.ndarray:
+    from lime.lime_image import LimeImageExplainer
+
+    target = case.target
+
+    def classifier_fn(images):  # (n, H, W, 3) float64
+        return case.probs(np.asarray(images).transpose(0, 3, 1, 2))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp = LimeImageExplainer(random_state=seed).explain_instance(
+            case.x.transpose(1, 2, 0).astype(np.float64), classifier_fn, labels=(target,), top_labels=None,
+            hide_color=None, num_samples=n, batch_size=256, segmentation_fn=lambda image: case.segments)
+    w = np.zeros(int(case.segments.max()) + 1)
+    for feature, weight in exp.local_exp[target]:
+        w[feature] = weight
+    return w
+
+
+def study_lime(cases, seeds, budgets, tolerances, quick):
+    from perturbx.explainers.lime import LIME
+
+    ref_n, peer_n = (4000, 400) if quick else (20_000, 1000)
+    rows = {"peer": Row(f"lime, {peer_n} samples")}
+    for case in cases:
+        kw = {"segmentation": case.segments}
+        ref = LIME(n_samples=ref_n, random_state=10_000, **kw).explain(case.adapter, case.x, case.target)
+        ref = ref.segment_weights[0]
+        for seed in seeds:
+            t0 = time.perf_counter()
+            peer = lime_peer(case, peer_n, seed)
+            rows["peer"].add(peer_n, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
+            for b, sampling in itertools.product(budgets, ("iid", "antithetic")):
+                e = LIME(n_samples=b, sampling=sampling, random_state=seed, **kw).explain(
+                    case.adapter, case.x, case.target)
+                key = b if sampling == "iid" else ("antithetic", b)
+                rows.setdefault(key, Row(f"perturbx LIME, {b} samples, {sampling}")).add(
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+            for tol in tolerances:
+                e = LIME(n_samples=peer_n, tolerance=tol, random_state=seed, **kw).explain(
+                    case.adapter, case.x, case.target)
+                rows.setdefault(f"tol{tol}", Row(f"perturbx LIME, tolerance={tol}")).add(
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+    return rows
+
+
+# --- KernelSHAP -------------------------------------------------------------------------------------------------------
+def shap_peer(case: Case, seed: int) -> tuple[np.ndarray, int]:
+    import shap
+
+    from perturbx.segmentation import segment_mean
+
+    fudged = segment_mean(case.x, case.segments)
+    m = int(case.segments.max()) + 1
+    calls = [0]
+
+    def game(z: np.ndarray) -> np.ndarray:
+        keep = z[:, case.segments][:, None].astype(np.float32)            # (n, 1, H, W)
+        calls[0] += len(z)
+        return case.probs(keep * case.x[None] + (1 - keep) * fudged[None])[:, case.target]
+
+    np.random.seed(seed)
+    explainer = shap.KernelExplainer(game, np.zeros((1, m)))
+    calls[0] = 0
+    values = explainer.shap_values(np.ones((1, m)), silent=True, l1_reg=False)
+    return np.asarray(values).ravel(), calls[0]
+
+
+def study_kernelshap(cases, seeds, budgets, tolerances, quick):
+    from perturbx.explainers.kernel_shap import KernelSHAP
+
+    rows = {"peer": Row("shap KernelExplainer, default nsamples")}
+    for case in cases:
+        m = int(case.segments.max()) + 1
+        kw = {"segmentation": case.segments}
+        ref_n = (2 if quick else 20) * (2 * m + 2048)
+        ref = KernelSHAP(n_samples=ref_n, random_state=10_000, **kw).explain(case.adapter, case.x, case.target)
+        ref = ref.segment_weights[0]
+        for seed in seeds:
+            t0 = time.perf_counter()
+            peer, n_peer = shap_peer(case, seed)
+            rows["peer"].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
+            for b in budgets:
+                e = KernelSHAP(n_samples=b, random_state=seed, **kw).explain(case.adapter, case.x, case.target)
+                rows.setdefault(b, Row(f"perturbx KernelSHAP, {b} samples")).add(
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+            for tol in tolerances:
+                try:
+                    e = KernelSHAP(n_samples=2 * m + 2048, tolerance=tol, random_state=seed, **kw).explain(
+                        case.adapter, case.x, case.target)
+                except TypeError:  # a KernelSHAP without early stopping
+                    break
+                rows.setdefault(f"tol{tol}", Row(f"perturbx KernelSHAP, tolerance={tol}")).add(
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+    return rows
+
+
+# --- Occlusion --------------------------------------------------------------------------------------------------------
+def study_occlusion(cases, seeds, budgets, tolerances, quick):
+    import perturbx
+
+    try:
+        from perturbx.explainers.coarse_to_fine import CoarseToFineOcclusion
+    except ImportError:
+        print("(no CoarseToFineOcclusion: occlusion skipped)")
+        return {}
+    rows = {"peer": Row("plain occlusion (= Captum), finest window")}
+    for case in cases:
+        c2f = CoarseToFineOcclusion()
+        t0 = time.perf_counter()
+        e = c2f.explain(case.adapter, case.x, case.target)
+        fine = getattr(c2f, "finest_occlusion", None)
+        plain = fine() if callable(fine) else perturbx.Occlusion(**e.extras.get("finest", {}))
+        t1 = time.perf_counter()
+        ref = plain.explain(case.adapter, case.x, case.target)
+        rows["peer"].add(ref.n_queries, ref.attributions, ref.attributions, ref.attributions, case.mask,
+                         time.perf_counter() - t1)
+        rows.setdefault("c2f", Row("perturbx CoarseToFineOcclusion")).add(
+            e.n_queries, e.attributions, ref.attributions, e.attributions, case.mask, t1 - t0)
+    return rows
+
+
+def queries_to_match(rows: dict, target_pearson: float, variant: str | None = None) -> float:
+    """Budget at which perturbx's mean Pearson reaches ``target_pearson`` (log-linear interpolation).
+
+    ``variant`` None: rows keyed by an int budget; else rows keyed ``(variant, budget)``.
+    """
+    def mine(k) -> bool:
+        return isinstance(k, int) if variant is None else isinstance(k, tuple) and k[0] == variant
+
+    pts = sorted((np.mean(r.queries), np.mean(r.pearson)) for k, r in rows.items() if mine(k))
+    for (q0, p0), (q1, p1) in itertools.pairwise(pts):
+        if p0 < target_pearson <= p1:
+            frac = (target_pearson - p0) / (p1 - p0)
+            return float(np.exp(np.log(q0) + frac * (np.log(q1) - np.log(q0))))
+    if pts and pts[0][1] >= target_pearson:  # already at the smallest budget
+        return float(pts[0][0])
+    return float("nan")
+
+
+def report(method: str, rows: dict) -> None:
+    print(f"\n## {method}\n")
+    print("| runner | queries | Pearson | rel. L2 (centred) | pointing (0 px) | seconds |")
+    print("|---|---|---|---|---|---|")
+    for row in rows.values():
+        print(row.line())
+    if "peer" in rows and any(isinstance(k, int) for k in rows):
+        peer = rows["peer"]
+        for variant in [None, *sorted({k[0] for k in rows if isinstance(k, tuple)})]:
+            need = queries_to_match(rows, float(np.mean(peer.pearson)), variant)
+            label = "perturbx" + (f" ({variant})" if variant else "")
+            if np.isnan(need):
+                print(f"\n{label} does not reach the peer's Pearson {np.mean(peer.pearson):.4f} within its budgets")
+                continue
+            print(f"\n{label} reaches the peer's Pearson {np.mean(peer.pearson):.4f} at ~{need:.0f} queries: "
+                  f"{np.mean(peer.queries) / need:.2f}x fewer than the peer's {np.mean(peer.queries):.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--model", choices=("demo", "resnet"), default="demo")
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cases = build_cases(args.model, 2 if args.quick else args.images, args.batch)
+    seeds = list(range(1 if args.quick else args.seeds))
+    plans = {
+        "rise": ([250, 500, 1000, 2000, 4000], [0.2, 0.15, 0.1]),
+        "lime": ([125, 250, 500, 1000], [0.3, 0.2]),
+        "kernelshap": ([128, 256, 512, 1024, 2148], [0.2, 0.1]),
+        "occlusion": ([], []),
+    }
+    print(f"model={args.model} images={len(cases)} seeds={len(seeds)} threads={args.threads} batch={args.batch}")
+    for method in args.methods.split(","):
+        budgets, tolerances = plans[method]
+        if args.quick:
+            budgets, tolerances = budgets[:2], tolerances[:1]
+        t0 = time.perf_counter()
+        rows = globals()[f"study_{method}"](cases, seeds, budgets, tolerances, args.quick)
+        if rows:
+            report(method, rows)
+            print(f"\n({method}: {time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
