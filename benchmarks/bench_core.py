@@ -161,10 +161,11 @@ def child(args) -> None:
         t0 = time.perf_counter()
         n, attr = fn(torch, net, x, cfg, args.batch, args.device)
         walls.append(time.perf_counter() - t0)
+    peak_explain = peak_rss_mb()  # before the floor's own (larger-batch) forwards
     floor, best_batch = forward_floor(torch, net, x, n, args.device)
     np.save(args.attr_out, attr)
     print(json.dumps({"runner": args.runner, "queries": n, "wall": float(np.median(walls)), "floor": floor,
-                      "best_batch": best_batch, "rss_before": before, "peak_rss": peak_rss_mb()}))
+                      "best_batch": best_batch, "rss_before": before, "peak_rss": peak_explain}))
 
 
 def spawn(runner: str, model: str, ns, n_masks: int | None = None) -> dict:
@@ -185,6 +186,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default="resnet,demo")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                    help="the RISE memory table (1,000 and 8,000 masks on the ResNet-shaped model)")
     ap.add_argument("--child", choices=RUNNERS)
     ap.add_argument("--model", default="resnet")
     ap.add_argument("--n-masks", type=int, default=0)
@@ -211,7 +214,7 @@ def main() -> None:
             corr = np.corrcoef(a.ravel(), b.ravel())[0, 1]
             print(f"\n{ours} / {peer}: wall ratio {rows[ours]['wall'] / rows[peer]['wall']:.3f}; "
                   f"map Pearson {corr:.4f}" + (" (same masks not drawn: different seeds)" if "rise" in ours else ""))
-    if not ns.quick:
+    if ns.memory and not ns.quick:
         print("\n## RISE memory on the ResNet-shaped model\n")
         print("| n_masks | peak RSS MB | RSS before MB | growth over the call MB |")
         print("|---|---|---|---|")

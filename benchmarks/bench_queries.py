@@ -13,9 +13,9 @@ a reference map of the same estimand computed with 20x the method's default budg
 * KernelSHAP (superpixels): reference perturbx ``KernelSHAP`` with 20x shap's default budget
   ``2 M + 2048``; peer: ``shap.KernelExplainer`` at its default budget (``nsamples="auto"``,
   no feature selection); perturbx ``KernelSHAP`` at smaller budgets and with ``tolerance``.
-* Occlusion (pixels), when ``CoarseToFineOcclusion`` exists: reference and peer are plain
-  occlusion at the finest window (Captum's, which equals perturbx ``Occlusion``);
-  perturbx ``CoarseToFineOcclusion`` with its defaults.
+* Occlusion (pixels): reference and peer are plain occlusion (Captum's, which equals
+  perturbx ``Occlusion``) with window 6 and stride 2 (16 and 8 at 224 px); perturbx
+  ``CoarseToFineOcclusion`` with the same finest window and its default refinement.
 
 All runners explain the true class's probability (softmax), superpixels are the same SLIC
 segments for every runner of an image, and hidden superpixels / masked pixels take the
@@ -271,13 +271,13 @@ def study_occlusion(cases, seeds, budgets, tolerances, quick):
     except ImportError:
         print("(no CoarseToFineOcclusion: occlusion skipped)")
         return {}
-    rows = {"peer": Row("plain occlusion (= Captum), finest window")}
+    side = cases[0].x.shape[-1]
+    geometry = {"window": (6, 6), "stride": (2, 2)} if side <= 64 else {"window": (16, 16), "stride": (8, 8)}
+    rows = {"peer": Row(f"plain occlusion (= Captum), window {geometry['window'][0]}, stride {geometry['stride'][0]}")}
     for case in cases:
-        c2f = CoarseToFineOcclusion()
         t0 = time.perf_counter()
-        e = c2f.explain(case.adapter, case.x, case.target)
-        fine = getattr(c2f, "finest_occlusion", None)
-        plain = fine() if callable(fine) else perturbx.Occlusion(**e.extras.get("finest", {}))
+        e = CoarseToFineOcclusion(**geometry).explain(case.adapter, case.x, case.target)
+        plain = perturbx.Occlusion(**geometry)
         t1 = time.perf_counter()
         ref = plain.explain(case.adapter, case.x, case.target)
         rows["peer"].add(ref.n_queries, ref.attributions, ref.attributions, ref.attributions, case.mask,
