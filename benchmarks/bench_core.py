@@ -19,26 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+from _memory import peak_rss_mb, rss_mb
 
 RUNNERS = ("perturbx_occlusion", "captum_occlusion", "perturbx_rise", "reference_rise")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_model(name: str, device: str):

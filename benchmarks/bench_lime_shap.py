@@ -43,28 +43,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
 import warnings
 
 import numpy as np
+from _memory import peak_rss_mb, rss_mb
 
 RUNNERS = ("perturbx_lime", "lime", "captum_lime", "perturbx_kernelshap", "shap_kernel", "captum_kernelshap",
            "shap_partition")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def slic_with(m: int, x: np.ndarray) -> np.ndarray:
