@@ -159,7 +159,7 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     with _progress_bar(limit, progress, desc) as bar:
         for chunk in plan.sampler.chunks(_chunk_size(plan, adapter, stopping)):
             masks = chunk.materialize(backend, dtype)
-            scores = _predict(adapter, plan.renderer.render(masks))
+            scores = predict_in_batches(adapter, plan.renderer.render(masks))
             plan.estimator.update(chunk, masks, scores[:, targets])
             result.n_queries += chunk.size
             bar.update(chunk.size)
@@ -181,8 +181,8 @@ def _chunk_size(plan: Plan, adapter, stopping: Stopping | None) -> int:
     return adapter.batch_size * int(max(1, min(MAX_BATCHES_PER_CHUNK, batches)))
 
 
-def _predict(adapter, batch) -> np.ndarray:
-    """Scores ``(n, n_classes)`` of a rendered chunk, in model calls of at most ``batch_size`` rows."""
+def predict_in_batches(adapter, batch) -> np.ndarray:
+    """Scores ``(n, n_classes)`` of a batch on the adapter's backend, in calls of at most ``batch_size`` rows."""
     n, size = int(batch.shape[0]), adapter.batch_size
     if n <= size:
         return adapter.predict_batch(batch)

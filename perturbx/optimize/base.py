@@ -15,7 +15,7 @@ from perturbx.explanation import Explanation
 
 from .masks import _torch
 from .objectives import REFERENCE_SIDE
-from .optimizers import OPTIMIZERS, Autograd, MaskProblem, OptimResult, ZerothOrder, grad_enabled
+from .optimizers import OPTIMIZERS, Autograd, MaskProblem, OptimResult, ZerothOrder, grad_enabled, score_torch_batch
 
 #: smallest image side the mask parametrisations make sense for
 MIN_SIDE = 8
@@ -143,9 +143,7 @@ class MaskExplainer(Configurable, ABC):
         torch = _torch()
         with torch.no_grad():
             batch = problem.render(problem.generate(result.params))
-        batch = batch.cpu().numpy() if adapter.backend.name == "numpy" else batch.to(adapter.backend.device)
-        scores = np.concatenate([adapter.predict_batch(batch[i:i + adapter.batch_size])
-                                 for i in range(0, len(batch), adapter.batch_size)])
+        scores = score_torch_batch(adapter, batch)
         return scores[np.arange(len(scores)), problem.targets]
 
     def _extras(self, result: OptimResult, masks: np.ndarray, kept: np.ndarray, single: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perturbx.engine import QueryBudgetError
+from perturbx.engine import QueryBudgetError, predict_in_batches
 
 from .masks import _torch
 
@@ -143,6 +143,12 @@ def frozen(module):
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
+
+
+def score_torch_batch(adapter, batch) -> np.ndarray:
+    """Scores ``(n, n_classes)`` of a torch batch: moved to the adapter's backend, in ``batch_size`` calls."""
+    batch = batch.cpu().numpy() if adapter.backend.name == "numpy" else batch.to(adapter.backend.device)
+    return predict_in_batches(adapter, batch)
 
 
 def _flip(batch, layout):
@@ -277,9 +283,7 @@ class ZerothOrder:
         batch = problem.render(masks)
         if problem.jitter and step % 2 == 0:
             batch = _flip(batch, adapter.layout)
-        batch = batch.cpu().numpy() if adapter.backend.name == "numpy" else batch.to(adapter.backend.device)
-        scores = np.concatenate([adapter.predict_batch(batch[i:i + adapter.batch_size])
-                                 for i in range(0, len(batch), adapter.batch_size)])
+        scores = score_torch_batch(adapter, batch)
         n = len(problem.targets)
         picked = scores[np.arange(len(scores)), np.repeat(problem.targets, 2 * self.n_pairs)]
         return problem.model_loss(torch.as_tensor(picked)).numpy().reshape(n, 2 * self.n_pairs)
