@@ -474,9 +474,48 @@ def test_shapley_sampling_converges_with_a_calibrated_error_any_batch_size():
 
 
 def test_logistic_surrogate_values_are_exact():
-    from perturbx.estimators.kernel_shap import logistic_shapley
+    from perturbx.estimators.logistic_game import LogisticGame
 
-    coef = np.random.default_rng(0).normal(size=9)
-    z = (np.arange(2 ** 9)[:, None] >> np.arange(9)) & 1
-    game = 1 / (1 + np.exp(-(-0.7 + z @ coef)))
-    np.testing.assert_allclose(logistic_shapley(-0.7, coef), brute_force_shapley(game[:, None])[0], atol=1e-14)
+    rng = np.random.default_rng(0)
+    m = 9
+    coef, pair = rng.normal(size=m), np.triu(rng.normal(size=(m, m)), 1)
+    pair += pair.T
+    z = (np.arange(2 ** m)[:, None] >> np.arange(m)) & 1
+    game = 1 / (1 + np.exp(-(-0.7 + z @ coef + 0.5 * np.einsum("ni,ij,nj->n", z, pair, z))))
+    exact = brute_force_shapley(game[:, None])[0]
+    np.testing.assert_allclose(LogisticGame(-0.7, coef, pair).shapley(), exact, atol=1e-14)
+    np.testing.assert_allclose(LogisticGame(-0.7, coef, pair)(z), game, rtol=1e-12)
+
+
+def test_sampled_surrogate_values_agree_with_enumeration():
+    from perturbx.estimators.logistic_game import LogisticGame, sampled_shapley
+
+    rng = np.random.default_rng(1)
+    m = 14
+    coef, pair = rng.normal(0, 0.6, size=m), np.triu(rng.normal(0, 0.3, size=(m, m)), 1)
+    game = LogisticGame(-1.5, coef, pair + pair.T)
+    exact = game.shapley()
+    sampled = sampled_shapley(game, n_orders=4096, seed=3)
+    spread = np.linalg.norm(exact - exact.mean())
+    assert np.linalg.norm(sampled - exact) < 0.025 * spread
+    assert np.linalg.norm(sampled_shapley(game, n_orders=65536, seed=3) - exact) < 0.008 * spread
+    np.testing.assert_array_equal(sampled, sampled_shapley(game, n_orders=4096, seed=3))
+    additive = LogisticGame(-1.5, coef, np.zeros((m, m)))  # each size's gains differ only through the mean
+    assert np.abs(sampled_shapley(additive, 512) - additive.shapley()).max() < 0.01 * np.abs(coef).max()
+
+
+def test_logistic_surrogate_fit_recovers_a_logistic_game_and_screens_pairs():
+    from perturbx.estimators.logistic_game import LogisticGame, fit_logistic_game, screen_pairs
+
+    rng = np.random.default_rng(2)
+    m = 20
+    pairs = screen_pairs(np.arange(m) - 10.0, n_rows=4 * (1 + m + 10))
+    assert len(pairs) == 10 and set(pairs.ravel()) == {0, 1, 2, 18, 19}  # the 5 largest |importance|
+    assert len(screen_pairs(np.ones(m), 4 * (m + 1))) == 0 and len(screen_pairs(np.ones(100), 10 ** 6)) <= 120
+    truth = np.zeros((m, m))
+    truth[pairs[:, 0], pairs[:, 1]] = rng.normal(size=len(pairs))
+    game = LogisticGame(-0.5, rng.normal(size=m), truth + truth.T)
+    z = (rng.random((400, m)) < 0.5).astype(float)
+    fit = fit_logistic_game(z, game(z), rng.random(400) + 0.5, pairs, ridge=0.0)
+    np.testing.assert_allclose(fit.coef, game.coef, atol=1e-6)
+    np.testing.assert_allclose(fit.pair, game.pair, atol=1e-6)

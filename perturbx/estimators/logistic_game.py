@@ -1,0 +1,155 @@
+"""A logistic surrogate game with pairwise interactions, its fit and its Shapley values.
+
+The surrogate of a classifier's probability over coalitions ``z`` (M,) of superpixels is
+
+    q(z) = sigmoid(c + z . a + sum_{(i, j) in pairs} b_ij z_i z_j)
+
+(additive evidence for the class plus a few two-way interactions, passed through the
+logistic link). It is fitted to the scores of the coalitions seen by weighted Gauss-Newton
+on the probability scale (started from least squares on the log-odds), with a small ridge
+penalty. Its Shapley values are computed without the model: exactly, by enumerating the
+``2**M`` coalitions, for ``M <= EXACT_MAX_PLAYERS``; otherwise by sampling stratified by
+coalition size (:func:`sampled_shapley`), with an error far below that of the model's
+estimate (about 0.3 % of the values' spread with the default 4,096 orders, measured
+against enumeration at ``M = 16``).
+
+Used as a control variate by :class:`perturbx.estimators.kernel_shap.ShapleyRegression`:
+``phi(v) = phi(q) + phi(v - q)``, the first term known, the second estimated from the
+model's samples with an error set by how well ``q`` predicts the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: most superpixels for which the surrogate's Shapley values are enumerated exactly
+EXACT_MAX_PLAYERS = 18
+#: scores are clipped this far inside (0, 1) before taking log-odds
+PROB_MARGIN = 1e-9
+#: most pairwise terms of a surrogate (bounds the fit's cost at large budgets)
+MAX_PAIRS = 120
+#: a surrogate gets at most one parameter per this many coalitions
+ROWS_PER_PARAMETER = 4
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities clipped to ``[PROB_MARGIN, 1 - PROB_MARGIN]``."""
+    p = np.clip(p, PROB_MARGIN, 1 - PROB_MARGIN)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(t: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
+
+
+@dataclass(frozen=True)
+class LogisticGame:
+    """``q(z) = sigmoid(offset + z . coef + z^T pair z / 2)``.
+
+    Attributes
+    ----------
+    offset : float
+    coef : ndarray (M,)
+    pair : ndarray (M, M)
+        Symmetric, zero diagonal: ``pair[i, j] = b_ij``.
+    """
+
+    offset: float
+    coef: np.ndarray
+    pair: np.ndarray
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """Values (n,) on coalitions ``z`` (n, M) of 0/1."""
+        z = np.asarray(z, dtype=np.float64)
+        return sigmoid(self.offset + z @ self.coef + 0.5 * np.einsum("ni,ij,nj->n", z, self.pair, z))
+
+    def shapley(self, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
+        """Shapley values (M,): exact for ``M <= EXACT_MAX_PLAYERS``, else :func:`sampled_shapley`."""
+        if len(self.coef) <= EXACT_MAX_PLAYERS:
+            return self._enumerated_shapley()
+        return sampled_shapley(self, n_orders, seed)
+
+    def _enumerated_shapley(self) -> np.ndarray:
+        """``phi_j = sum_{S not containing j} |S|! (M - |S| - 1)! / M! (q(S + j) - q(S))``, ``O(M 2**M)``."""
+        m = len(self.coef)
+        z = (np.arange(2 ** m)[:, None] >> np.arange(m)) & 1  # row index bit j <-> player j
+        game = self(z).reshape((2,) * m)
+        size = z.sum(axis=1).reshape((2,) * m)
+        weight = np.array([math.factorial(k) * math.factorial(m - k - 1) / math.factorial(m) for k in range(m)])
+        phi = np.empty(m)
+        for j in range(m):
+            axis = m - 1 - j
+            phi[j] = (weight[size.take(0, axis=axis)] * (game.take(1, axis=axis) - game.take(0, axis=axis))).sum()
+        return phi
+
+
+def sampled_shapley(game: LogisticGame, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
+    """Shapley values (M,) of a :class:`LogisticGame`, stratified by coalition size.
+
+    ``phi_j = (1/M) sum_{s=0}^{M-1} E[q(S + j) - q(S)]`` over uniform ``S`` of size ``s``
+    without ``j``. For ``n_orders`` random orders of the players and each size ``s``, the
+    first ``s`` players of an order are a uniform ``s``-subset for every player placed
+    after them; so each (player, size) stratum is the mean over about
+    ``n_orders (M - s) / M`` subsets. Within a stratum the gain varies only with the
+    composition of ``S``, hence the small error. Cost ``O(n_orders M**2)``; deterministic
+    for a given ``seed``.
+    """
+    m = len(game.coef)
+    order = np.argsort(np.random.default_rng(seed).random((n_orders, m)), axis=1)
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.broadcast_to(np.arange(m), order.shape), axis=1)
+    rows = np.arange(n_orders)
+    log_odds = np.full(n_orders, float(game.offset))  # of the first s players of each order
+    inter = np.zeros((n_orders, m))  # sum over the first s players i of pair[i, j]
+    phi = np.zeros(m)
+    for s in range(m):
+        gain = sigmoid(log_odds[:, None] + game.coef[None, :] + inter) - sigmoid(log_odds)[:, None]
+        after = position >= s
+        phi += (gain * after).sum(axis=0) / np.maximum(after.sum(axis=0), 1)
+        new = order[:, s]
+        log_odds = log_odds + game.coef[new] + inter[rows, new]
+        inter += game.pair[new]
+    return phi / m
+
+
+def screen_pairs(importance: np.ndarray, n_rows: int) -> np.ndarray:
+    """Pairs (P, 2) among the superpixels of largest ``|importance|`` (M,) that ``n_rows`` coalitions support.
+
+    All pairs of the ``k`` most important superpixels, ``k`` the largest with
+    ``1 + M + k (k - 1) / 2`` parameters at most ``n_rows / ROWS_PER_PARAMETER`` and at
+    most ``MAX_PAIRS`` pairs.
+    """
+    m = len(importance)
+    budget = min(n_rows / ROWS_PER_PARAMETER - m - 1, MAX_PAIRS)
+    k = int((1 + math.sqrt(1 + 8 * budget)) / 2) if budget >= 1 else 0
+    top = np.argsort(-np.abs(importance), kind="stable")[:k]
+    i, j = np.triu_indices(len(top), 1)
+    return np.stack([top[i], top[j]], axis=1).astype(np.int64)
+
+
+def fit_logistic_game(z: np.ndarray, y: np.ndarray, w: np.ndarray, pairs: np.ndarray, ridge: float = 1e-3,
+                      iterations: int = 10) -> LogisticGame:
+    """Fit a :class:`LogisticGame` to scores ``y`` (n,) in (0, 1) of coalitions ``z`` (n, M), weights ``w`` (n,).
+
+    Minimises ``sum w (y - q(z))^2 + ridge * mean(w) * ||theta||^2`` (the offset not
+    penalised) by Gauss-Newton steps from the weighted least-squares fit of the clipped
+    log-odds. ``pairs`` (P, 2) are the interaction terms.
+    """
+    n, m = z.shape
+    x = np.hstack([np.ones((n, 1)), z, z[:, pairs[:, 0]] * z[:, pairs[:, 1]]])
+    penalty = ridge * w.sum() / n * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0
+    xw = x * w[:, None]
+    theta = np.linalg.solve(xw.T @ x + penalty + 1e-12 * np.eye(x.shape[1]), xw.T @ np.clip(logit(y), -10, 10))
+    for _ in range(iterations):
+        q = sigmoid(x @ theta)
+        jac = x * (q * (1 - q))[:, None]
+        lhs = (jac * w[:, None]).T @ jac + penalty + 1e-12 * np.eye(x.shape[1])
+        theta = theta + np.linalg.solve(lhs, (jac * w[:, None]).T @ (y - q) - penalty @ theta)
+    pair = np.zeros((m, m))
+    pair[pairs[:, 0], pairs[:, 1]] = pair[pairs[:, 1], pairs[:, 0]] = theta[1 + m:]
+    return LogisticGame(float(theta[0]), theta[1:1 + m].copy(), pair)
