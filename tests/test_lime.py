@@ -196,3 +196,67 @@ def test_antithetic_pairs_stay_in_one_jackknife_group():
 def test_bad_sampling():
     with pytest.raises(ValueError, match="'sampling' parameter of LIME must be one of"):
         LIME(sampling="sobol")
+
+
+# ---- logistic control variate ------------------------------------------------------------------------------------
+
+
+def test_population_ridge_equals_the_fit_over_every_coalition():
+    """The model-free ridge on a known game matches lime's expected fit: every coalition, each with mass 2**-M."""
+    from perturbx.estimators.linear_surrogate import population_ridge
+    from perturbx.estimators.logistic_game import LogisticGame
+
+    rng = np.random.default_rng(4)
+    m, n = 7, 300
+    pair = np.triu(rng.normal(0, 0.5, (m, m)), 1)
+    game = LogisticGame(-0.3, rng.normal(size=m), pair + pair.T)
+    z = ((np.arange(2 ** m)[:, None] >> np.arange(m)) & 1).astype(float)
+    scale = 2 ** m / (n - 1)  # every coalition once, so the unperturbed row and penalty scale by 2**M / (n - 1)
+    w = np.append(cosine_kernel(z, 0.25), scale)
+    zz = np.vstack([z, np.ones(m)])
+    from sklearn.linear_model import Ridge
+
+    exact = Ridge(alpha=scale).fit(zz, game(zz), sample_weight=w)
+    coef, intercept = population_ridge(game, m, 0.25, 1.0, n)
+    np.testing.assert_allclose(coef, exact.coef_, atol=3e-3)
+    assert intercept == pytest.approx(exact.intercept_, abs=3e-3)
+
+
+def probability_game(m: int, seed: int) -> np.ndarray:
+    """A sigmoid of a random quadratic form of the coalition, (2**M, 1) (an image-classifier-like game)."""
+    rng = np.random.default_rng(seed)
+    z = (np.arange(2 ** m)[:, None] >> np.arange(m)) & 1
+    a, q = rng.normal(size=m) * 2, rng.normal(size=(m, m)) * 0.8
+    return (1 / (1 + np.exp(-(z @ a + np.einsum("ni,ij,nj->n", z, q, z) / m - 1))))[:, None]
+
+
+def test_control_variate_cuts_the_error_on_probabilities():
+    from .test_kernel_shap import game_adapter, random_segments
+
+    m = 10
+    seg = random_segments(m)
+    x = np.ones(seg.shape, np.float32)
+    values = probability_game(m, seed=1)
+    truth = LIME(n_samples=60_000, segmentation=seg, baseline=0.0, control_variate=False, random_state=99).explain(
+        game_adapter(values, seg, batch_size=4096), x, target=0).segment_weights[0]
+    err = {True: [], False: []}
+    for cv in (True, False):
+        for seed in range(6):
+            e = LIME(n_samples=300, segmentation=seg, baseline=0.0, control_variate=cv, random_state=seed).explain(
+                game_adapter(values, seg, batch_size=128), x, target=0)
+            err[cv].append(np.linalg.norm(e.segment_weights[0] - truth))
+            assert e.estimate[0] == ("logistic" if cv else "ridge") and e.n_queries == 300
+    assert np.mean(err[True]) < np.mean(err[False]) / 2
+
+
+def test_control_variate_is_not_used_for_scores_outside_0_1():
+    from .test_kernel_shap import game_adapter, random_segments
+
+    m = 8
+    seg = random_segments(m)
+    values = probability_game(m, seed=2) * 3 - 1
+    e = LIME(n_samples=200, segmentation=seg, baseline=0.0, random_state=0).explain(
+        game_adapter(values, seg), np.ones(seg.shape, np.float32))
+    assert e.estimate[0] == "ridge"
+    with pytest.raises(TypeError, match="'control_variate' parameter of LIME must be True or False"):
+        LIME(control_variate=1)

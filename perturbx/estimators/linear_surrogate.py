@@ -8,13 +8,30 @@ coefficients (scikit-learn's ``Ridge(alpha, fit_intercept=True)`` with
 ``sample_weight``). Only the weighted sums of ``1, z, y, z z^T, z y^T, y^2`` are kept,
 so memory is ``O(M * (M + T))`` whatever the number of samples; the solution equals
 scikit-learn's to rounding.
+
+Logistic control variate (``control_variate=True``, for targets whose scores are all in
+(0, 1)): the coalitions (n bytes of M) and scores are kept, a surrogate game
+``q(z) = sigmoid(c + z . a + sum b_ij z_i z_j)`` is fitted to them
+(:mod:`perturbx.estimators.logistic_game`), and since the ridge solution is linear in the
+scores, ``beta_n(y) = beta_n(q) + beta_n(y - q)``: the first term is replaced by its
+expectation, lime's ridge on ``q`` over ``POPULATION_SAMPLES`` coalitions drawn from the
+same distribution without the model (penalty and unperturbed row scaled to keep their
+share), and only the residual ``y - q`` is regressed on the model's samples. The target is
+lime's surrogate at ``n`` samples, with less noise when ``q`` predicts the model well.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from perturbx.segmentation import paint
+
+from .logistic_game import PROB_MARGIN, fit_logistic_game, screen_pairs
+
+#: coalitions of the model-free regression on the surrogate game (control variate)
+POPULATION_SAMPLES = 2 ** 17
 
 
 def cosine_kernel(z: np.ndarray, kernel_width: float) -> np.ndarray:
@@ -24,6 +41,50 @@ def cosine_kernel(z: np.ndarray, kernel_width: float) -> np.ndarray:
     """
     d = 1.0 - np.sqrt(z.sum(axis=1) / z.shape[1])
     return np.sqrt(np.exp(-(d ** 2) / kernel_width ** 2))
+
+
+def solve_ridge(st: dict[str, np.ndarray], alpha: float) -> tuple[np.ndarray, ...]:
+    """Coefficients ``(M, T)``, mean coalition, mean score and centred sums from weighted sums ``st``.
+
+    ``st`` holds the weighted sums ``w`` (), ``z`` (M,), ``y`` (T,), ``zz`` (M, M) and
+    ``zy`` (M, T); the intercept is not penalised (scikit-learn's ``Ridge``).
+    """
+    zbar, ybar = st["z"] / st["w"], st["y"] / st["w"]
+    czz = st["zz"] - st["w"] * np.outer(zbar, zbar)
+    czy = st["zy"] - st["w"] * np.outer(zbar, ybar)
+    lhs = czz + alpha * np.eye(len(zbar))
+    beta = np.linalg.lstsq(lhs, czy, rcond=None)[0] if alpha == 0 else np.linalg.solve(lhs, czy)
+    return beta, zbar, ybar, czz, czy
+
+
+@functools.lru_cache(maxsize=2)
+def _population_design(m: int, kernel_width: float, n_big: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Antithetic fair-coin coalitions (n_big, M) float32, their kernel weights and weighted sums (no game)."""
+    rng = np.random.default_rng(seed)
+    half = rng.random((n_big // 2, m)) < 0.5
+    z = np.concatenate([half, ~half]).astype(np.float32)
+    w = cosine_kernel(z, kernel_width)
+    zw = z * w[:, None].astype(np.float32)
+    return z, w, float(w.sum()), zw.sum(axis=0, dtype=np.float64), (zw.T @ z).astype(np.float64)
+
+
+def population_ridge(game, m: int, kernel_width: float, alpha: float, n_samples: int,
+                     n_big: int = POPULATION_SAMPLES, seed: int = 0) -> tuple[np.ndarray, float]:
+    """lime's ridge fit ``(coef (M,), intercept)`` of a known game over ``n_big`` antithetic fair-coin coalitions.
+
+    Stands for the expectation of the fit over ``n_samples`` samples (the unperturbed
+    input included, with weight 1): that row and the penalty ``alpha`` are scaled by
+    ``n_big / (n_samples - 1)`` to keep their share. No model query; the coalitions
+    and their sums are cached between calls.
+    """
+    z, w, w_sum, z_sum, zz_sum = _population_design(m, float(kernel_width), int(n_big), int(seed))
+    scale = n_big / max(n_samples - 1, 1)
+    q = game(z).astype(np.float64)
+    q_one = float(game(np.ones((1, m)))[0])  # the unperturbed row, weight `scale`
+    st = {"w": w_sum + scale, "z": z_sum + scale, "y": np.array([w @ q + scale * q_one]),
+          "zz": zz_sum + scale, "zy": ((w * q) @ z).astype(np.float64)[:, None] + scale * q_one}
+    beta, zbar, ybar = solve_ridge(st, alpha * scale)[:3]
+    return beta[:, 0], float(ybar[0] - zbar @ beta[:, 0])
 
 
 class WeightedRidge:
@@ -52,6 +113,9 @@ class WeightedRidge:
     block : int, default 1
         Consecutive samples dealt to the same group (2 for antithetic pairs, which are
         not independent of each other).
+    control_variate : bool, default False
+        Try the logistic control variate (module docstring) for targets whose scores all
+        lie in (0, 1), keeping it where its jackknife error (surrogate held fixed) is smaller.
 
     Attributes (after ``finalize``)
     -------------------------------
@@ -61,13 +125,15 @@ class WeightedRidge:
         Weighted R^2 of the surrogate on its own samples (scikit-learn's ``Ridge.score``
         with ``sample_weight``); for a target whose scores do not vary it is 1.0 when the
         fit is perfect (it then is: coefficients 0) and 0.0 otherwise, as ``r2_score``.
+    method : ndarray of str (T,)
+        ``"ridge"`` (the plain fit) or ``"logistic"`` (the control variate).
     """
 
     #: names of the weighted sums kept per group: of 1, z, y, z z^T, z y^T, y^2
     _SUMS = ("w", "z", "y", "zz", "zy", "yy")
 
     def __init__(self, segments: np.ndarray, reference: np.ndarray, kernel_width: float, alpha: float,
-                 n_groups: int = 8, block: int = 1) -> None:
+                 n_groups: int = 8, block: int = 1, control_variate: bool = False) -> None:
         self.segments, self.kernel_width, self.alpha = segments, kernel_width, alpha
         self.reference = np.asarray(reference, dtype=np.float64)
         m, t, g = int(segments.max()) + 1, len(self.reference), int(n_groups) + 1  # last slot: the input
@@ -77,6 +143,8 @@ class WeightedRidge:
         self.n_samples = 0
         self._fold(np.ones((1, m)), np.zeros((1, t)), -1)  # the unperturbed input, centred score 0
         self.n_samples = 1
+        self._rows: list[tuple[np.ndarray, np.ndarray]] | None = [] if control_variate else None
+        self._probability = (self.reference > PROB_MARGIN) & (self.reference < 1 - PROB_MARGIN)
 
     def _fold(self, z: np.ndarray, y: np.ndarray, g: int) -> None:
         w = cosine_kernel(z, self.kernel_width)
@@ -92,6 +160,9 @@ class WeightedRidge:
     def update(self, chunk, masks, scores: np.ndarray) -> None:
         # scores are centred on the reference: sums of squares keep their precision
         z, y = chunk.z.astype(np.float64), np.asarray(scores, dtype=np.float64) - self.reference
+        if self._rows is not None:
+            self._rows.append((chunk.z, y + self.reference))
+            self._probability &= ((y + self.reference > PROB_MARGIN) & (y + self.reference < 1 - PROB_MARGIN)).all(0)
         groups = ((self.n_samples - 1 + np.arange(len(z))) // self.block) % self.n_groups
         for g in np.unique(groups):
             rows = groups == g
@@ -115,16 +186,45 @@ class WeightedRidge:
         return np.flatnonzero(self._sums["w"][:-1] > 0)
 
     def _solve(self, st: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Coefficients ``(M, T)``, mean coalition, mean score and centred sums of one set of sums."""
-        zbar, ybar = st["z"] / st["w"], st["y"] / st["w"]
-        czz = st["zz"] - st["w"] * np.outer(zbar, zbar)
-        czy = st["zy"] - st["w"] * np.outer(zbar, ybar)
-        lhs = czz + self.alpha * np.eye(self.m)
-        beta = np.linalg.lstsq(lhs, czy, rcond=None)[0] if self.alpha == 0 else np.linalg.solve(lhs, czy)
-        return beta, zbar, ybar, czz, czy
+        return solve_ridge(st, self.alpha)
 
     def standard_error(self) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients ``(T, M)`` and their jackknife standard errors ``(T, M)`` (NaN with < 2 groups seen)."""
+        """Coefficients ``(T, M)`` and their jackknife standard errors ``(T, M)`` (NaN with < 2 groups seen).
+
+        With the control variate, per target the estimate ``finalize`` would keep.
+        """
+        beta, errors = self._plain_error()
+        self.method = np.full(len(self.reference), "ridge", dtype=object)
+        self._cv_intercept = {}
+        for t in self._cv_targets():
+            coef, intercept, err = self._control_variate(t, beta[t])
+            if np.isfinite(err).all() and (err ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
+                beta[t], errors[t], self.method[t], self._cv_intercept[t] = coef, err, "logistic", intercept
+        return beta, errors
+
+    def _cv_targets(self) -> np.ndarray:
+        if self._rows is None or self.n_samples < self.m + 2:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self._probability)
+
+    def _control_variate(self, t: int, plain: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Coefficients (M,), intercept and jackknife errors (M,) of target ``t`` by the control variate."""
+        z = np.concatenate([np.ones((1, self.m), np.uint8)] + [r[0] for r in self._rows]).astype(np.float64)
+        y = np.concatenate([self.reference[t:t + 1]] + [r[1][:, t] for r in self._rows])
+        game = fit_logistic_game(z, y, cosine_kernel(z, self.kernel_width), screen_pairs(plain, len(y)))
+        residual = WeightedRidge(self.segments, self.reference[t:t + 1] - game(z[:1]), self.kernel_width,
+                                 self.alpha, self.n_groups, self.block)
+        start = 1
+        for rows, _ in self._rows:  # same chunks, so the same replicate groups
+            residual.update(_Rows(rows), None, (y - game(z))[start:start + len(rows), None])
+            start += len(rows)
+        coef, err = residual._plain_error()
+        beta, zbar, ybar = residual._solve(residual._stats())[:3]
+        pop_coef, pop_intercept = population_ridge(game, self.m, self.kernel_width, self.alpha, self.n_samples)
+        intercept = float((ybar - zbar @ beta)[0] + residual.reference[0]) + pop_intercept
+        return coef[0] + pop_coef, intercept, err[0]
+
+    def _plain_error(self) -> tuple[np.ndarray, np.ndarray]:
         beta = self._solve(self._stats())[0].T
         seen = self._seen_groups()
         if len(seen) < 2:
@@ -145,4 +245,16 @@ class WeightedRidge:
         self.coef = beta.T
         self.intercept = ybar - zbar @ beta + self.reference
         self.score = score
+        self.method = np.full(len(self.reference), "ridge", dtype=object)
+        if len(self._cv_targets()):
+            coef = self.standard_error()[0]
+            for t, intercept in self._cv_intercept.items():
+                self.coef[t], self.intercept[t] = coef[t], intercept
         return paint(self.coef, self.segments)
+
+
+class _Rows:
+    """A chunk stand-in carrying only coalitions ``z`` (n, M)."""
+
+    def __init__(self, z: np.ndarray) -> None:
+        self.z = z

@@ -64,8 +64,10 @@ class LogisticGame:
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """Values (n,) on coalitions ``z`` (n, M) of 0/1."""
-        z = np.asarray(z, dtype=np.float64)
-        return sigmoid(self.offset + z @ self.coef + 0.5 * np.einsum("ni,ij,nj->n", z, self.pair, z))
+        z = np.asarray(z)
+        z = z if z.dtype in (np.float32, np.float64) else z.astype(np.float64)
+        t = z @ self.coef.astype(z.dtype) + 0.5 * ((z @ self.pair.astype(z.dtype)) * z).sum(axis=1)
+        return sigmoid(self.offset + t.astype(np.float64))
 
     def shapley(self, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
         """Shapley values (M,): exact for ``M <= EXACT_MAX_PLAYERS``, else :func:`sampled_shapley`."""
