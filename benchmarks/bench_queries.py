@@ -7,12 +7,16 @@ a reference map of the same estimand computed with 20x the method's default budg
 * RISE (pixels): reference perturbx ``RISE(n_masks=80_000)``; peer: the authors' recipe
   (masks made with ``skimage.transform.resize``, plain score-weighted mean) with 8,000
   masks, as in the paper; perturbx ``RISE`` at smaller budgets and with ``tolerance``.
-* LIME (superpixels): reference perturbx ``LIME(n_samples=20_000)`` (lime's estimand: same
-  kernel, ridge and sample distribution); peer: ``lime_image.LimeImageExplainer`` with its
-  default 1,000 samples; perturbx ``LIME`` at smaller budgets and with ``tolerance``.
-* KernelSHAP (superpixels): reference perturbx ``KernelSHAP`` with 20x shap's default budget
-  ``2 M + 2048``; peer: ``shap.KernelExplainer`` at its default budget (``nsamples="auto"``,
-  no feature selection); perturbx ``KernelSHAP`` at smaller budgets and with ``tolerance``.
+* LIME (superpixels): reference perturbx ``LIME(n_samples=20_000, sampling="iid",
+  control_variate=False)``, i.e. lime's own estimator (same kernel, ridge and sample
+  distribution); peer: ``lime_image.LimeImageExplainer`` with its default 1,000 samples;
+  perturbx ``LIME`` at smaller budgets with each coalition design (iid, antithetic,
+  orthogonal) and the default (orthogonal + logistic control variate), and with ``tolerance``.
+* KernelSHAP (superpixels): reference perturbx ``KernelSHAP(control_variate=False)`` (the
+  plain regression) with 20x shap's default budget ``2 M + 2048``; peers:
+  ``shap.KernelExplainer`` at its default budget (``nsamples="auto"``) without feature
+  selection and with its default ``l1_reg="auto"``; perturbx ``KernelSHAP`` at smaller
+  budgets with and without the control variate, and with ``tolerance``.
 * Occlusion (pixels): reference and peer are plain occlusion (Captum's, which equals
   perturbx ``Occlusion``) with window 6 and stride 2 (16 and 8 at 224 px); perturbx
   ``CoarseToFineOcclusion`` with the same finest window and its default refinement.
@@ -37,11 +41,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # lime's progress bar, one per explanation
 
 METHODS = ("rise", "lime", "kernelshap", "occlusion")
 
@@ -184,6 +191,11 @@ def lime_peer(case: Case, n: int, seed: int) -> np.ndarray:
     return w
 
 
+#: LIME runners: name -> (sampling, control_variate); the last is perturbx's default
+LIME_VARIANTS = {"iid": ("iid", False), "antithetic": ("antithetic", False), "orthogonal": ("orthogonal", False),
+                 "orthogonal + control variate": ("orthogonal", True)}
+
+
 def study_lime(cases, seeds, budgets, tolerances, quick):
     from perturbx.explainers.lime import LIME
 
@@ -191,17 +203,20 @@ def study_lime(cases, seeds, budgets, tolerances, quick):
     rows = {"peer": Row(f"lime, {peer_n} samples")}
     for case in cases:
         kw = {"segmentation": case.segments}
-        ref = LIME(n_samples=ref_n, random_state=10_000, **kw).explain(case.adapter, case.x, case.target)
-        ref = ref.segment_weights[0]
+        ref = LIME(n_samples=ref_n, sampling="iid", control_variate=False, random_state=10_000, **kw).explain(
+            case.adapter, case.x, case.target).segment_weights[0]
+        rows.setdefault("reference", Row(f"reference (lime's estimator, {ref_n} samples)")).add(
+            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0)
         for seed in seeds:
             t0 = time.perf_counter()
             peer = lime_peer(case, peer_n, seed)
             rows["peer"].add(peer_n, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
-            for b, sampling in itertools.product(budgets, ("iid", "antithetic")):
-                e = LIME(n_samples=b, sampling=sampling, random_state=seed, **kw).explain(
+            for b, variant in itertools.product(budgets, LIME_VARIANTS):
+                sampling, cv = LIME_VARIANTS[variant]
+                e = LIME(n_samples=b, sampling=sampling, control_variate=cv, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
-                key = b if sampling == "iid" else ("antithetic", b)
-                rows.setdefault(key, Row(f"perturbx LIME, {b} samples, {sampling}")).add(
+                key = b if variant == "iid" else (variant, b)
+                rows.setdefault(key, Row(f"perturbx LIME, {b} samples, {variant}")).add(
                     e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
             for tol in tolerances:
                 e = LIME(n_samples=peer_n, tolerance=tol, random_state=seed, **kw).explain(
@@ -212,7 +227,7 @@ def study_lime(cases, seeds, budgets, tolerances, quick):
 
 
 # --- KernelSHAP -------------------------------------------------------------------------------------------------------
-def shap_peer(case: Case, seed: int) -> tuple[np.ndarray, int]:
+def shap_peer(case: Case, seed: int, l1_reg: object = False) -> tuple[np.ndarray, int]:
     import shap
 
     from perturbx.segmentation import segment_mean
@@ -229,27 +244,35 @@ def shap_peer(case: Case, seed: int) -> tuple[np.ndarray, int]:
     np.random.seed(seed)
     explainer = shap.KernelExplainer(game, np.zeros((1, m)))
     calls[0] = 0
-    values = explainer.shap_values(np.ones((1, m)), silent=True, l1_reg=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shap's notice that l1_reg="auto" will change
+        values = explainer.shap_values(np.ones((1, m)), silent=True, l1_reg=l1_reg)
     return np.asarray(values).ravel(), calls[0]
 
 
 def study_kernelshap(cases, seeds, budgets, tolerances, quick):
     from perturbx.explainers.kernel_shap import KernelSHAP
 
-    rows = {"peer": Row("shap KernelExplainer, default nsamples")}
+    rows = {"peer": Row("shap KernelExplainer, default nsamples, l1_reg=False"),
+            "peer l1_reg='auto'": Row("shap KernelExplainer, default nsamples and l1_reg ('auto')")}
     for case in cases:
         m = int(case.segments.max()) + 1
         kw = {"segmentation": case.segments}
         ref_n = (2 if quick else 20) * (2 * m + 2048)
-        ref = KernelSHAP(n_samples=ref_n, random_state=10_000, **kw).explain(case.adapter, case.x, case.target)
-        ref = ref.segment_weights[0]
+        ref = KernelSHAP(n_samples=ref_n, control_variate=False, random_state=10_000, **kw).explain(
+            case.adapter, case.x, case.target).segment_weights[0]
+        rows.setdefault("reference", Row("reference (plain regression, 20x shap's default budget)")).add(
+            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0)
         for seed in seeds:
-            t0 = time.perf_counter()
-            peer, n_peer = shap_peer(case, seed)
-            rows["peer"].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
-            for b in budgets:
-                e = KernelSHAP(n_samples=b, random_state=seed, **kw).explain(case.adapter, case.x, case.target)
-                rows.setdefault(b, Row(f"perturbx KernelSHAP, {b} samples")).add(
+            for key, l1_reg in (("peer", False), ("peer l1_reg='auto'", "auto")):
+                t0 = time.perf_counter()
+                peer, n_peer = shap_peer(case, seed, l1_reg)
+                rows[key].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
+            for b, cv in itertools.product(budgets, (True, False)):
+                e = KernelSHAP(n_samples=b, control_variate=cv, random_state=seed, **kw).explain(
+                    case.adapter, case.x, case.target)
+                key, name = (b, "") if cv else (("linear", b), ", no control variate")
+                rows.setdefault(key, Row(f"perturbx KernelSHAP, {b} samples{name}")).add(
                     e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
             for tol in tolerances:
                 try:
@@ -311,16 +334,19 @@ def report(method: str, rows: dict) -> None:
     print("|---|---|---|---|---|---|")
     for row in rows.values():
         print(row.line())
-    if "peer" in rows and any(isinstance(k, int) for k in rows):
-        peer = rows["peer"]
-        for variant in [None, *sorted({k[0] for k in rows if isinstance(k, tuple)})]:
-            need = queries_to_match(rows, float(np.mean(peer.pearson)), variant)
-            label = "perturbx" + (f" ({variant})" if variant else "")
-            if np.isnan(need):
-                print(f"\n{label} does not reach the peer's Pearson {np.mean(peer.pearson):.4f} within its budgets")
-                continue
-            print(f"\n{label} reaches the peer's Pearson {np.mean(peer.pearson):.4f} at ~{need:.0f} queries: "
-                  f"{np.mean(peer.queries) / need:.2f}x fewer than the peer's {np.mean(peer.queries):.0f}")
+    peers = [k for k in rows if isinstance(k, str) and k.startswith("peer")]
+    if not any(isinstance(k, int) for k in rows):
+        return
+    for peer_key, variant in itertools.product(peers, [None, *sorted({k[0] for k in rows if isinstance(k, tuple)})]):
+        peer = rows[peer_key]
+        need = queries_to_match(rows, float(np.mean(peer.pearson)), variant)
+        label = "perturbx" + (f" ({variant})" if variant else "")
+        who = f"{peer.name}: Pearson {np.mean(peer.pearson):.4f}"
+        if np.isnan(need):
+            print(f"\n{label} does not reach {who} within its budgets")
+            continue
+        print(f"\n{label} reaches {who} at ~{need:.0f} queries: "
+              f"{np.mean(peer.queries) / need:.2f}x fewer than the peer's {np.mean(peer.queries):.0f}")
 
 
 def main() -> None:

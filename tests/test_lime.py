@@ -173,10 +173,11 @@ def test_errors(rng):
 @pytest.mark.parametrize("chunk", [1, 4, 7, 64])
 def test_antithetic_coalitions_are_complement_pairs_whatever_the_chunking(chunk):
     seg = np.arange(9)[None]
-    stream = [c.z for c in UniformCoalitionSampler(SegmentMap(seg), 31, np.random.default_rng(3), True).chunks(chunk)]
+    sampler = UniformCoalitionSampler(SegmentMap(seg), 31, np.random.default_rng(3), "antithetic")
+    stream = [c.z for c in sampler.chunks(chunk)]
     z = np.concatenate(stream)
     ref = np.concatenate([c.z for c in UniformCoalitionSampler(SegmentMap(seg), 31, np.random.default_rng(3),
-                                                               True).chunks(31)])
+                                                               "antithetic").chunks(31)])
     np.testing.assert_array_equal(z, ref)
     np.testing.assert_array_equal(z[0:30:2] + z[1:30:2], 1)
     assert len(z) == 31 and max(len(s) for s in stream) <= chunk
@@ -260,3 +261,66 @@ def test_control_variate_is_not_used_for_scores_outside_0_1():
     assert e.estimate[0] == "ridge"
     with pytest.raises(TypeError, match="'control_variate' parameter of LIME must be True or False"):
         LIME(control_variate=1)
+
+
+# ---- orthogonal design -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", [3, 9, 31, 40])
+def test_orthogonal_blocks_are_balanced_to_second_order_and_folded_over(m):
+    from perturbx.samplers.coalitions import orthogonal_block
+
+    block = orthogonal_block(np.random.default_rng(m), m).astype(int)
+    h = len(block) // 2
+    assert h > m and h & (h - 1) == 0 and len(np.unique(block, axis=0)) == 2 * h
+    np.testing.assert_array_equal(block[0::2] + block[1::2], 1)  # foldover: complement pairs
+    half = block[0::2]
+    np.testing.assert_array_equal(half.sum(axis=0), h // 2)  # each superpixel on half the time
+    both = half.T @ half
+    np.testing.assert_array_equal(both[~np.eye(m, dtype=bool)], h // 4)  # each pair on together a quarter
+
+
+def test_orthogonal_rows_are_uniform_coalitions():
+    """Each row of a randomised block is a uniform draw: the 2**3 patterns of 3 bits of row 5, over 4,000 blocks."""
+    from perturbx.samplers.coalitions import orthogonal_block
+
+    rng = np.random.default_rng(0)
+    codes = [int(orthogonal_block(rng, 12)[5, [0, 4, 11]] @ [1, 2, 4]) for _ in range(4000)]
+    counts = np.bincount(codes, minlength=8)
+    chi2 = ((counts - 500) ** 2 / 500).sum()
+    assert chi2 < 24.3  # 7 degrees of freedom, p = 0.001
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 300])
+def test_orthogonal_stream_does_not_depend_on_chunking(chunk):
+    seg = np.arange(20)[None]
+    ref = np.concatenate([c.z for c in UniformCoalitionSampler(SegmentMap(seg), 150, np.random.default_rng(1),
+                                                               "orthogonal").chunks(150)])
+    stream = [c.z for c in UniformCoalitionSampler(SegmentMap(seg), 150, np.random.default_rng(1),
+                                                   "orthogonal").chunks(chunk)]
+    np.testing.assert_array_equal(np.concatenate(stream), ref)
+    assert len(ref) == 150 and max(len(s) for s in stream) <= chunk
+
+
+def test_designs_estimate_the_same_surrogate_and_orthogonal_has_less_noise():
+    """A game with pairwise interactions: the orthogonal blocks keep them out of the linear fit."""
+    from .test_kernel_shap import game_adapter, random_segments
+
+    m = 10
+    seg = random_segments(m)
+    x = np.ones(seg.shape, np.float32)
+    rng = np.random.default_rng(0)
+    z = ((np.arange(2 ** m)[:, None] >> np.arange(m)) & 1).astype(float)
+    values = (z @ rng.normal(size=m) + 0.3 * np.einsum("ni,ij,nj->n", z, np.triu(rng.normal(size=(m, m)), 1), z))
+    values = values[:, None]
+    kw = {"segmentation": seg, "baseline": 0.0, "control_variate": False}
+    truth = LIME(n_samples=60_000, sampling="iid", random_state=99, **kw).explain(
+        game_adapter(values, seg, batch_size=4096), x, target=0).segment_weights[0]
+    err = {}
+    for sampling in ("iid", "orthogonal"):
+        runs = np.stack([LIME(n_samples=200, sampling=sampling, random_state=s, **kw).explain(
+            game_adapter(values, seg, batch_size=128), x, target=0).segment_weights[0] for s in range(30)])
+        err[sampling] = np.sqrt(((runs - truth) ** 2).sum(axis=1).mean())
+        bias = np.linalg.norm(runs.mean(axis=0) - truth)
+        assert bias < 3 * err[sampling] / np.sqrt(30) + 0.01 * np.linalg.norm(truth)  # no error beyond noise
+    assert err["orthogonal"] < 0.8 * err["iid"]

@@ -77,28 +77,71 @@ class CoalitionChunk:
         return picked.reshape(len(self.z), *self.segmap.segments.shape)
 
 
-class UniformCoalitionSampler:
-    """``n_total`` coalitions with every superpixel kept with probability 1/2, independently.
+def sylvester_hadamard(h: int) -> np.ndarray:
+    """The ``h x h`` Sylvester Hadamard matrix of +-1 (``h`` a power of two): orthogonal columns."""
+    out = np.ones((1, 1), dtype=np.int8)
+    while len(out) < h:
+        out = np.block([[out, out], [out, -out]])
+    return out
 
-    Bits are drawn one uniform double each, so the coalitions do not depend on the
-    chunk size (the model's batch size). With ``antithetic=True`` every other coalition
-    is the complement of the one before it (rows ``2k`` and ``2k + 1``): each row is still
-    uniform, but the pair's centred bits cancel, so a surrogate fitted on them is blind to
-    the model's even-order interactions (the noise they would add to a linear fit).
+
+def orthogonal_block(rng: np.random.Generator, m: int) -> np.ndarray:
+    """``2 h`` coalitions (2h, M) uint8: a randomised two-level orthogonal array and its foldover.
+
+    ``h`` is the smallest power of two above ``M``. ``M`` distinct non-constant columns
+    of the Sylvester Hadamard matrix, each with a random sign, in a random row order;
+    every row is followed by its complement. Each row is uniform on ``{0, 1}^M`` (the
+    random signs), so every coalition is still lime's draw; within the block every
+    superpixel is kept exactly half the time, every pair of superpixels is (on, on)
+    exactly a quarter of the time and the foldover makes the design balanced to third
+    order, which removes the noise of the model's low-order interactions from a linear fit.
+    """
+    h = 1 << int(m).bit_length()  # > m
+    columns = rng.choice(np.arange(1, h), size=m, replace=False)
+    signs = rng.choice(np.array([-1, 1], dtype=np.int8), size=m)
+    rows = (sylvester_hadamard(h)[:, columns] * signs)[rng.permutation(h)] > 0
+    block = np.empty((2 * h, m), dtype=np.uint8)
+    block[0::2], block[1::2] = rows, ~rows
+    return block
+
+
+#: designs of :class:`UniformCoalitionSampler`
+UNIFORM_DESIGNS = ("iid", "antithetic", "orthogonal")
+
+
+class UniformCoalitionSampler:
+    """``n_total`` coalitions, each uniform on ``{0, 1}^M`` (every superpixel kept with probability 1/2).
+
+    ``design``:
+
+    * ``"iid"``: independent coalitions, bits drawn one uniform double each (lime's scheme).
+    * ``"antithetic"``: every other coalition is the complement of the one before it
+      (rows ``2k`` and ``2k + 1``): the pair's centred bits cancel, so a surrogate fitted on
+      them is blind to the model's even-order interactions.
+    * ``"orthogonal"``: consecutive blocks of :func:`orthogonal_block` (randomised
+      Hadamard orthogonal arrays with their foldover; each row still uniform, the rows of a
+      block balanced to third order); a prefix of a block is used at the end.
+
+    The coalitions do not depend on the chunk size (the model's batch size).
     """
 
-    def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator,
-                 antithetic: bool = False) -> None:
-        self.segmap, self.n_total, self._rng = segmap, int(n_total), rng
-        self.antithetic = bool(antithetic)
+    def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator, design: str = "iid") -> None:
+        if design not in UNIFORM_DESIGNS:
+            raise ValueError(f"Unknown coalition design {design!r}; expected one of {UNIFORM_DESIGNS}.")
+        self.segmap, self.n_total, self._rng, self.design = segmap, int(n_total), rng, design
 
     def chunks(self, chunk_size: int) -> Iterator[CoalitionChunk]:
         m = self.segmap.n_segments
         owed = None  # antithetic: the complement the next row must be
+        buffer = np.zeros((0, m), dtype=np.uint8)  # orthogonal: rows of the current block not yet streamed
         for start in range(0, self.n_total, chunk_size):
             n = min(chunk_size, self.n_total - start)
-            if not self.antithetic:
+            if self.design == "iid":
                 z = (self._rng.random((n, m)) < 0.5).astype(np.uint8)
+            elif self.design == "orthogonal":
+                while len(buffer) < n:
+                    buffer = np.concatenate([buffer, orthogonal_block(self._rng, m)])
+                z, buffer = buffer[:n], buffer[n:]
             else:
                 head = [] if owed is None else [owed[None]]
                 k = n - len(head)
