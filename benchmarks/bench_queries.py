@@ -148,10 +148,10 @@ def authors_rise(case: Case, n: int, seed: int, grid: int = 7, p: float = 0.5, c
     return (total / n / p).reshape(h, w)
 
 
-def study_rise(cases, seeds, budgets, tolerances, quick):
+def study_rise(cases, seeds, budgets, tolerances, opts):
     import perturbx
 
-    ref_n, peer_n = (4000, 800) if quick else (80_000, 8000)
+    ref_n, peer_n = (4000, 800) if opts.quick else (opts.ref_factor * 4000, 8000)
     rows = {"peer": Row(f"authors' RISE, {peer_n} masks")}
     for case in cases:
         ref = perturbx.RISE(n_masks=ref_n, random_state=10_000).explain(case.adapter, case.x, case.target).attributions
@@ -196,10 +196,10 @@ LIME_VARIANTS = {"iid": ("iid", False), "antithetic": ("antithetic", False), "or
                  "orthogonal + control variate": ("orthogonal", True)}
 
 
-def study_lime(cases, seeds, budgets, tolerances, quick):
+def study_lime(cases, seeds, budgets, tolerances, opts):
     from perturbx.explainers.lime import LIME
 
-    ref_n, peer_n = (4000, 400) if quick else (20_000, 1000)
+    ref_n, peer_n = (4000, 400) if opts.quick else (opts.ref_factor * 1000, 1000)
     rows = {"peer": Row(f"lime, {peer_n} samples")}
     for case in cases:
         kw = {"segmentation": case.segments}
@@ -211,7 +211,7 @@ def study_lime(cases, seeds, budgets, tolerances, quick):
             t0 = time.perf_counter()
             peer = lime_peer(case, peer_n, seed)
             rows["peer"].add(peer_n, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
-            for b, variant in itertools.product(budgets, LIME_VARIANTS):
+            for b, variant in itertools.product(budgets, opts.lime_variants):
                 sampling, cv = LIME_VARIANTS[variant]
                 e = LIME(n_samples=b, sampling=sampling, control_variate=cv, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
@@ -250,7 +250,7 @@ def shap_peer(case: Case, seed: int, l1_reg: object = False) -> tuple[np.ndarray
     return np.asarray(values).ravel(), calls[0]
 
 
-def study_kernelshap(cases, seeds, budgets, tolerances, quick):
+def study_kernelshap(cases, seeds, budgets, tolerances, opts):
     from perturbx.explainers.kernel_shap import KernelSHAP
 
     rows = {"peer": Row("shap KernelExplainer, default nsamples, l1_reg=False"),
@@ -258,17 +258,17 @@ def study_kernelshap(cases, seeds, budgets, tolerances, quick):
     for case in cases:
         m = int(case.segments.max()) + 1
         kw = {"segmentation": case.segments}
-        ref_n = (2 if quick else 20) * (2 * m + 2048)
+        ref_n = (2 if opts.quick else opts.ref_factor) * (2 * m + 2048)
         ref = KernelSHAP(n_samples=ref_n, control_variate=False, random_state=10_000, **kw).explain(
             case.adapter, case.x, case.target).segment_weights[0]
-        rows.setdefault("reference", Row("reference (plain regression, 20x shap's default budget)")).add(
+        rows.setdefault("reference", Row(f"reference (plain regression, {ref_n} samples)")).add(
             ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0)
         for seed in seeds:
             for key, l1_reg in (("peer", False), ("peer l1_reg='auto'", "auto")):
                 t0 = time.perf_counter()
                 peer, n_peer = shap_peer(case, seed, l1_reg)
                 rows[key].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
-            for b, cv in itertools.product(budgets, (True, False)):
+            for b, cv in itertools.product(budgets, (True,) if opts.no_linear else (True, False)):
                 e = KernelSHAP(n_samples=b, control_variate=cv, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
                 key, name = (b, "") if cv else (("linear", b), ", no control variate")
@@ -286,7 +286,7 @@ def study_kernelshap(cases, seeds, budgets, tolerances, quick):
 
 
 # --- Occlusion --------------------------------------------------------------------------------------------------------
-def study_occlusion(cases, seeds, budgets, tolerances, quick):
+def study_occlusion(cases, seeds, budgets, tolerances, opts):
     import perturbx
 
     try:
@@ -358,7 +358,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ref-factor", type=int, default=20, help="reference budget / the method's default budget")
+    ap.add_argument("--budgets", default=None, help="comma-separated perturbx budgets (default: per method)")
+    ap.add_argument("--lime-variants", default=",".join(LIME_VARIANTS), help="LIME designs to run")
+    ap.add_argument("--no-linear", action="store_true", help="KernelSHAP: skip the runs without control variate")
     args = ap.parse_args()
+    args.lime_variants = [v.strip() for v in args.lime_variants.split(",")]
     import torch
 
     torch.set_num_threads(args.threads)
@@ -373,10 +378,12 @@ def main() -> None:
     print(f"model={args.model} images={len(cases)} seeds={len(seeds)} threads={args.threads} batch={args.batch}")
     for method in args.methods.split(","):
         budgets, tolerances = plans[method]
+        if args.budgets:
+            budgets = [int(b) for b in args.budgets.split(",")]
         if args.quick:
             budgets, tolerances = budgets[:2], tolerances[:1]
         t0 = time.perf_counter()
-        rows = globals()[f"study_{method}"](cases, seeds, budgets, tolerances, args.quick)
+        rows = globals()[f"study_{method}"](cases, seeds, budgets, tolerances, args)
         if rows:
             report(method, rows)
             print(f"\n({method}: {time.perf_counter() - t0:.0f} s)")

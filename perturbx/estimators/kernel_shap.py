@@ -53,7 +53,7 @@ import numpy as np
 from perturbx.segmentation import paint
 
 from .k_additive import fit_third_order, n_parameters
-from .logistic_game import PROB_MARGIN, fit_logistic_game, screen_pairs
+from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
 
 
 class UnderdeterminedError(ValueError):
@@ -98,7 +98,8 @@ class ShapleyRegression:
     n_groups : int
         Number of replicate groups of the jackknife.
     control_variate : bool, default True
-        Try the logistic control variate for targets whose scores all lie in (0, 1).
+        Try the logistic control variate for targets whose scores all lie in (0, 1), with
+        at most ``CV_MAX_PLAYERS`` (128) superpixels.
     interactions : bool, default False
         Also fit the third-order surrogate (:mod:`perturbx.estimators.k_additive`).
     strata : Strata, optional
@@ -127,7 +128,7 @@ class ShapleyRegression:
         self.n_groups, self.interactions, self.strata = int(n_groups), interactions, strata
         self._rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._probability = (self.reference > PROB_MARGIN) & (self.reference < 1 - PROB_MARGIN)
-        self._probability &= bool(control_variate)
+        self._probability &= bool(control_variate) and self.m <= CV_MAX_PLAYERS
         self.base_value: np.ndarray | None = None
 
     def update(self, chunk, masks, scores: np.ndarray) -> None:

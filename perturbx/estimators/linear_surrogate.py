@@ -28,10 +28,12 @@ import numpy as np
 
 from perturbx.segmentation import paint
 
-from .logistic_game import PROB_MARGIN, fit_logistic_game, screen_pairs
+from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
 
-#: coalitions of the model-free regression on the surrogate game (control variate)
+#: coalitions of the model-free regression on the surrogate game (control variate) ...
 POPULATION_SAMPLES = 2 ** 17
+#: ... at most this many coalition bits (32 MB of float32 cached)
+POPULATION_BITS = 2 ** 23
 
 
 def cosine_kernel(z: np.ndarray, kernel_width: float) -> np.ndarray:
@@ -115,7 +117,8 @@ class WeightedRidge:
         not independent of each other).
     control_variate : bool, default False
         Try the logistic control variate (module docstring) for targets whose scores all
-        lie in (0, 1), keeping it where its jackknife error (surrogate held fixed) is smaller.
+        lie in (0, 1), with at most ``CV_MAX_PLAYERS`` (128) superpixels, keeping it where
+        its jackknife error (surrogate held fixed) is smaller.
 
     Attributes (after ``finalize``)
     -------------------------------
@@ -203,7 +206,7 @@ class WeightedRidge:
         return beta, errors
 
     def _cv_targets(self) -> np.ndarray:
-        if self._rows is None or self.n_samples < self.m + 2:
+        if self._rows is None or self.n_samples < self.m + 2 or self.m > CV_MAX_PLAYERS:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(self._probability)
 
@@ -220,7 +223,9 @@ class WeightedRidge:
             start += len(rows)
         coef, err = residual._plain_error()
         beta, zbar, ybar = residual._solve(residual._stats())[:3]
-        pop_coef, pop_intercept = population_ridge(game, self.m, self.kernel_width, self.alpha, self.n_samples)
+        n_big = 2 * min(POPULATION_SAMPLES, POPULATION_BITS // self.m) // 2
+        pop_coef, pop_intercept = population_ridge(game, self.m, self.kernel_width, self.alpha, self.n_samples,
+                                                   n_big=n_big)
         intercept = float((ybar - zbar @ beta)[0] + residual.reference[0]) + pop_intercept
         return coef[0] + pop_coef, intercept, err[0]
 

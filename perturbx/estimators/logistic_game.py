@@ -27,6 +27,9 @@ import numpy as np
 
 #: most superpixels for which the surrogate's Shapley values are enumerated exactly
 EXACT_MAX_PLAYERS = 18
+#: most superpixels for which LIME and KernelSHAP try the control variate (its fit and
+#: sampled Shapley values cost O(M**2) per row or order)
+CV_MAX_PLAYERS = 128
 #: scores are clipped this far inside (0, 1) before taking log-odds
 PROB_MARGIN = 1e-9
 #: most pairwise terms of a surrogate (bounds the fit's cost at large budgets)
@@ -66,7 +69,8 @@ class LogisticGame:
         """Values (n,) on coalitions ``z`` (n, M) of 0/1."""
         z = np.asarray(z)
         z = z if z.dtype in (np.float32, np.float64) else z.astype(np.float64)
-        t = z @ self.coef.astype(z.dtype) + 0.5 * ((z @ self.pair.astype(z.dtype)) * z).sum(axis=1)
+        i, j = np.nonzero(np.triu(self.pair, 1))
+        t = z @ self.coef.astype(z.dtype) + (z[:, i] * z[:, j]) @ self.pair[i, j].astype(z.dtype)
         return sigmoid(self.offset + t.astype(np.float64))
 
     def shapley(self, n_orders: int = 4096, seed: int = 0) -> np.ndarray:

@@ -57,11 +57,11 @@ class LIME(PerturbationExplainer):
         complementary pairs as independent units, which errs on the safe side for the
         orthogonal blocks.
     control_variate : bool, default True
-        For a target whose scores all lie in (0, 1) (probabilities), also fit a logistic
-        surrogate game with pairwise terms to the samples, take its ridge fit from many
-        model-free samples and regress only the residual on the model's samples (see
-        :mod:`perturbx.estimators.linear_surrogate`); kept where its jackknife error is
-        smaller. Same target (lime's surrogate), less noise; keeps the coalitions in
+        For a target whose scores all lie in (0, 1) (probabilities), with at most 128
+        superpixels, also fit a logistic surrogate game with pairwise terms to the
+        samples, take its ridge fit from many model-free samples and regress only the
+        residual on the model's samples (see :mod:`perturbx.estimators.linear_surrogate`);
+        kept where its jackknife error is smaller. Same target (lime's surrogate), less noise; keeps the coalitions in
         memory (``n_samples * M`` bytes).
     random_state : int, Generator or None
         Seed of the coalitions.
