@@ -519,3 +519,30 @@ def test_logistic_surrogate_fit_recovers_a_logistic_game_and_screens_pairs():
     fit = fit_logistic_game(z, game(z), rng.random(400) + 0.5, pairs, ridge=0.0)
     np.testing.assert_allclose(fit.coef, game.coef, atol=1e-6)
     np.testing.assert_allclose(fit.pair, game.pair, atol=1e-6)
+
+
+def test_control_variate_with_many_superpixels_samples_the_surrogate_and_keeps_efficiency():
+    """M = 30 (surrogate values sampled, not enumerated) on a logistic game with pairwise terms."""
+    from perturbx.estimators.logistic_game import LogisticGame
+
+    m = 30
+    rng = np.random.default_rng(5)
+    pair = np.zeros((m, m))
+    pair[:4, :4] = np.triu(rng.normal(0, 1.0, (4, 4)), 1)
+    game = LogisticGame(-2.0, rng.normal(0, 0.4, m), pair + pair.T)
+    seg = random_segments(m, shape=(6, 10))
+    first = [int(np.flatnonzero(seg.ravel() == j)[0]) for j in range(m)]
+    model = Callable(lambda batch: game(batch.reshape(len(batch), -1)[:, first] > 0.5)[:, None],
+                     input_layout="HW", batch_size=256)
+    x = np.ones(seg.shape, np.float32)
+    kw = {"segmentation": seg, "baseline": 0.0}
+    truth = KernelSHAP(n_samples=60_000, control_variate=False, random_state=99, **kw).explain(
+        model, x, target=0).segment_weights[0]
+    err = {True: [], False: []}
+    for cv in (True, False):
+        for seed in range(4):
+            e = KernelSHAP(n_samples=600, control_variate=cv, random_state=seed, **kw).explain(model, x, target=0)
+            err[cv].append(np.linalg.norm(e.segment_weights[0] - truth))
+            np.testing.assert_allclose(e.segment_weights.sum(), e.scores - e.base_value, atol=1e-12)
+            assert e.estimate[0] == ("logistic" if cv else "linear")
+    assert np.mean(err[True]) < np.mean(err[False]) / 2
