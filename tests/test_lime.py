@@ -238,16 +238,19 @@ def test_control_variate_cuts_the_error_on_probabilities():
     seg = random_segments(m)
     x = np.ones(seg.shape, np.float32)
     values = probability_game(m, seed=1)
-    truth = LIME(n_samples=60_000, segmentation=seg, baseline=0.0, control_variate=False, random_state=99).explain(
-        game_adapter(values, seg, batch_size=4096), x, target=0).segment_weights[0]
-    err = {True: [], False: []}
+    long = LIME(n_samples=60_000, segmentation=seg, baseline=0.0, control_variate=False, random_state=99).explain(
+        game_adapter(values, seg, batch_size=4096), x, target=0)
+    truth = long.segment_weights[0]
+    err, err_intercept = {True: [], False: []}, {True: [], False: []}
     for cv in (True, False):
         for seed in range(6):
             e = LIME(n_samples=300, segmentation=seg, baseline=0.0, control_variate=cv, random_state=seed).explain(
                 game_adapter(values, seg, batch_size=128), x, target=0)
             err[cv].append(np.linalg.norm(e.segment_weights[0] - truth))
+            err_intercept[cv].append(abs(e.intercept[0] - long.intercept[0]))
             assert e.estimate[0] == ("logistic" if cv else "ridge") and e.n_queries == 300
     assert np.mean(err[True]) < np.mean(err[False]) / 2
+    assert np.mean(err_intercept[True]) < 0.75 * np.mean(err_intercept[False])
 
 
 def test_control_variate_is_not_used_for_scores_outside_0_1():
