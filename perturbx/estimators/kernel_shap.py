@@ -48,6 +48,8 @@ while a stratum of the design has not been seen in two groups.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from perturbx.segmentation import paint
@@ -177,8 +179,9 @@ class ShapleyRegression:
         method = np.full(len(delta), "linear", dtype=object)
         candidates = []
         if d.random:
-            candidates += [(t, "logistic", *self._fit_control_variate(d, t, values[t]))
-                           for t in np.flatnonzero(self._probability)]
+            for t in np.flatnonzero(self._probability):  # a singular surrogate fit leaves the plain estimate
+                with contextlib.suppress(np.linalg.LinAlgError, UnderdeterminedError):
+                    candidates.append((t, "logistic", *self._fit_control_variate(d, t, values[t])))
             if self.interactions and len(d.z) >= 1.5 * n_parameters(self.m):  # else not determined well
                 try:
                     third = fit_third_order(d.third_order_rows(), self.base_value, self.reference, self.n_groups)

@@ -200,7 +200,10 @@ class WeightedRidge:
         self.method = np.full(len(self.reference), "ridge", dtype=object)
         self._cv_intercept = {}
         for t in self._cv_targets():
-            coef, intercept, err = self._control_variate(t, beta[t])
+            try:
+                coef, intercept, err = self._control_variate(t, beta[t])
+            except np.linalg.LinAlgError:  # no surrogate: the plain fit stays
+                continue
             if np.isfinite(err).all() and (err ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
                 beta[t], errors[t], self.method[t], self._cv_intercept[t] = coef, err, "logistic", intercept
         return beta, errors
