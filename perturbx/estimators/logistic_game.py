@@ -69,8 +69,7 @@ class LogisticGame:
         """Values (n,) on coalitions ``z`` (n, M) of 0/1."""
         z = np.asarray(z)
         z = z if z.dtype in (np.float32, np.float64) else z.astype(np.float64)
-        i, j = np.nonzero(np.triu(self.pair, 1))
-        t = z @ self.coef.astype(z.dtype) + (z[:, i] * z[:, j]) @ self.pair[i, j].astype(z.dtype)
+        t = z @ self.coef.astype(z.dtype) + 0.5 * ((z @ self.pair.astype(z.dtype)) * z).sum(axis=1)
         return sigmoid(self.offset + t.astype(np.float64))
 
     def shapley(self, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
