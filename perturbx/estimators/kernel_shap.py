@@ -178,33 +178,50 @@ class ShapleyRegression:
         values, errors = d.fit(d.y - self.base_value, delta)
         method = np.full(len(delta), "linear", dtype=object)
         candidates = []
-        if d.random:
+        if d.random and self.interactions and len(d.z) >= 1.5 * n_parameters(self.m):  # else not determined well
+            with contextlib.suppress(np.linalg.LinAlgError):
+                third = fit_third_order(d.third_order_rows(), self.base_value, self.reference, self.n_groups)
+                candidates += [(t, "third-order", third[0][t], third[1][t]) for t in range(len(delta))]
+        if d.random:  # refit per replicate when competing with the third-order fit, whose error refits too
+            refit = bool(candidates)
             for t in np.flatnonzero(self._probability):  # a singular surrogate fit leaves the plain estimate
                 with contextlib.suppress(np.linalg.LinAlgError, UnderdeterminedError):
-                    candidates.append((t, "logistic", *self._fit_control_variate(d, t, values[t])))
-            if self.interactions and len(d.z) >= 1.5 * n_parameters(self.m):  # else not determined well
-                try:
-                    third = fit_third_order(d.third_order_rows(), self.base_value, self.reference, self.n_groups)
-                    candidates += [(t, "third-order", third[0][t], third[1][t]) for t in range(len(delta))]
-                except np.linalg.LinAlgError:
-                    pass
+                    candidates.append((t, "logistic", *self._fit_control_variate(d, t, values[t], refit)))
         for t, name, v, e in candidates:  # keep the estimate with the smaller jackknife error
             if np.isfinite(e).all() and (e ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
                 values[t], errors[t], method[t] = v, e, name
         self.values, self.errors, self.method = values, errors, method
         return values, errors
 
-    def _fit_control_variate(self, d: _Design, t: int, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Values and errors of target ``t`` by the logistic control variate; ``linear`` (M,) screens the pairs."""
-        w = d.weights()
-        game = fit_logistic_game(d.zf, d.y[:, t], w, screen_pairs(linear, len(d.y)))
+    def _fit_control_variate(self, d: _Design, t: int, linear: np.ndarray,
+                             refit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Values and errors of target ``t`` by the logistic control variate; ``linear`` (M,) screens the pairs.
+
+        The jackknife holds the surrogate fixed, unless ``refit``: then the surrogate is
+        fitted again without each replicate group (an error comparable with the
+        third-order fit's, at the cost of one more fit and Shapley computation per group).
+        """
+        pairs = screen_pairs(linear, len(d.y))
+        values, residual, delta = self._control_variate_values(d, t, d.weights(), pairs)
+        if not refit:
+            return values, d.fit(residual[:, None], delta)[1][0]
+        groups = np.unique(d.rep[d.random_rows])
+        if len(groups) < 2 or getattr(d, "unseen", False) or not d._every_stratum_survives(groups):
+            return values, np.full_like(values, np.nan)
+        reps = np.stack([self._control_variate_values(d, t, d.weights(int(g)), pairs)[0] for g in groups])
+        k = len(groups)
+        return values, np.sqrt((k - 1) / k * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+
+    def _control_variate_values(self, d: _Design, t: int, w: np.ndarray,
+                                pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values (M,) with the surrogate fitted under row weights ``w`` (n,); the residual game (n,) and its delta."""
+        game = fit_logistic_game(d.zf, d.y[:, t], w, pairs)
         q0, q1 = game(np.zeros((1, self.m)))[0], game(np.ones((1, self.m)))[0]
         r0 = self.base_value[t] - q0  # the residual game v - q on the empty coalition
-        residual = d.y[:, t] - game(d.zf) - r0
-        values, errors = d.fit(residual[:, None], np.array([self.reference[t] - q1 - r0]))
+        residual, delta = d.y[:, t] - game(d.zf) - r0, np.array([self.reference[t] - q1 - r0])
         phi_q = game.shapley()
         phi_q += (q1 - q0 - phi_q.sum()) / self.m  # efficiency of the sampled values (exact ones: rounding)
-        return values[0] + phi_q, errors[0]
+        return d._solve(w, residual[:, None], delta)[0] + phi_q, residual, delta
 
 
 class _Design:
