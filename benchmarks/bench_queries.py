@@ -36,6 +36,7 @@ interpolation between budgets) with the ratio peer queries / those queries.
     python benchmarks/bench_queries.py --methods rise --images 5 --seeds 2
     python benchmarks/bench_queries.py --model resnet --images 1    # the 224-px model (slow on CPU)
     python benchmarks/bench_queries.py --quick                      # small sizes, to check it runs
+    python benchmarks/bench_queries.py --model resnet --device cuda --images 4 --batch 256   # on a GPU
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Row:
                 f"{np.mean(self.rel_l2):.4f} | {np.mean(self.hits):.2f} | {np.mean(self.seconds):.2f} |")
 
 
-def build_cases(model: str, n_images: int, batch: int) -> list[Case]:
+def build_cases(model: str, n_images: int, batch: int, device: str = "cpu") -> list[Case]:
     import torch
 
     import perturbx
@@ -104,21 +105,22 @@ def build_cases(model: str, n_images: int, batch: int) -> list[Case]:
         net, size = resnet18_shaped(1000, random_state=0).eval(), 224
     else:
         net, size = load_demo_model().eval(), 64
+    net = net.to(device)
     data = make_shapes(n_images, size=size, random_state=DEMO_TEST_SEED)
 
     def probs(images: np.ndarray) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), batch):
-                part = torch.as_tensor(np.ascontiguousarray(images[i:i + batch], dtype=np.float32))
-                out.append(torch.softmax(net(part), dim=1).numpy())
+                part = torch.as_tensor(np.ascontiguousarray(images[i:i + batch], dtype=np.float32)).to(device)
+                out.append(torch.softmax(net(part), dim=1).cpu().numpy())
         return np.concatenate(out)
 
     cases = []
     for x, m, y in zip(data.images, data.masks, data.labels, strict=True):
         target = int(y) if model == "demo" else int(probs(x[None]).argmax())
         segments = compute_segments("slic", x, Layout("CHW"), "benchmark")
-        adapter = perturbx.adapters.Torch(net, output="probs", batch_size=batch)
+        adapter = perturbx.adapters.Torch(net, output="probs", batch_size=batch, device=device)
         cases.append(Case(x, m, target, segments, probs, adapter))
     return cases
 
@@ -358,6 +360,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--device", default="cpu", help="torch device of the model (cuda: every forward on the GPU)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--ref-factor", type=int, default=20, help="reference budget / the method's default budget")
     ap.add_argument("--budgets", default=None, help="comma-separated perturbx budgets (default: per method)")
@@ -368,7 +371,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    cases = build_cases(args.model, 2 if args.quick else args.images, args.batch)
+    torch.backends.cudnn.benchmark = True
+    cases = build_cases(args.model, 2 if args.quick else args.images, args.batch, args.device)
     seeds = list(range(1 if args.quick else args.seeds))
     plans = {
         "rise": ([250, 500, 1000, 2000, 4000], [0.2, 0.15, 0.1]),
@@ -376,7 +380,8 @@ def main() -> None:
         "kernelshap": ([128, 256, 512, 1024, 2148], [0.2, 0.1]),
         "occlusion": ([], []),
     }
-    print(f"model={args.model} images={len(cases)} seeds={len(seeds)} threads={args.threads} batch={args.batch}")
+    print(f"model={args.model} images={len(cases)} seeds={len(seeds)} threads={args.threads} batch={args.batch} "
+          f"device={args.device} torch={torch.__version__}")
     for method in args.methods.split(","):
         budgets, tolerances = plans[method]
         if args.budgets:
