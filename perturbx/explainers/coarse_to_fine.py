@@ -130,10 +130,17 @@ def select_pixels(maps: np.ndarray, candidates: np.ndarray, refine: str, thresho
         if refine == "range":
             selected |= candidates & (amap > amap.min() + threshold * (amap.max() - amap.min()))
         else:
-            idx = np.flatnonzero(candidates)
-            keep = idx[np.argsort(-amap.ravel()[idx], kind="stable")[:math.ceil(threshold * len(idx))]]
-            selected.ravel()[keep] = True
+            selected |= top_share(amap, candidates, threshold)
     return selected
+
+
+def top_share(values: np.ndarray, candidates: np.ndarray, share: float) -> np.ndarray:
+    """The ``share`` of the ``candidates`` (bool, shape of ``values``) with the largest ``values``, rounded up."""
+    idx = np.flatnonzero(candidates)
+    keep = idx[np.argsort(-values.ravel()[idx], kind="stable")[:math.ceil(share * len(idx))]]
+    out = np.zeros(candidates.shape, dtype=bool)
+    out.ravel()[keep] = True
+    return out
 
 
 class CoarseToFineOcclusion(PerturbationExplainer):
@@ -308,11 +315,7 @@ class CoarseToFineOcclusion(PerturbationExplainer):
         score = grid.corner_scores(k, scaled)
         if self.refine == "range":
             return (score >= self.threshold) & (score > 0)
-        idx = np.flatnonzero(candidates)
-        keep = idx[np.argsort(-score.ravel()[idx], kind="stable")[:math.ceil(self.threshold * len(idx))]]
-        out = np.zeros_like(candidates)
-        out.ravel()[keep] = True
-        return out
+        return top_share(score, candidates, self.threshold)
 
     def _estimate_by_window(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         levels = self._levels(ctx)
