@@ -50,13 +50,18 @@ def agreement(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return float(np.corrcoef(a, ref)[0, 1]), float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
 
 
-def compare_setting(model, images, targets, masks, window, stride, rules) -> list[dict]:
-    """One row per refinement rule for one (window, stride), over all images."""
+def plain_occlusion(model, images, targets, window, stride) -> list:
+    """The reference: ``Occlusion(window, stride)``'s explanation of every image."""
     from perturbx import Occlusion
+
+    return [Occlusion(window, stride).explain(model, x, target=int(t)) for x, t in zip(images, targets, strict=True)]
+
+
+def compare_setting(model, images, targets, masks, window, stride, rules, refs) -> list[dict]:
+    """One row per refinement rule for one (window, stride), over all images; ``refs`` from :func:`plain_occlusion`."""
     from perturbx.explainers.coarse_to_fine import CoarseToFineOcclusion
     from perturbx.metrics import pointing_game
 
-    refs = [Occlusion(window, stride).explain(model, x, target=int(t)) for x, t in zip(images, targets, strict=True)]
     rows = []
     for rule in rules:
         start, stats = time.perf_counter(), []
@@ -76,15 +81,14 @@ def compare_setting(model, images, targets, masks, window, stride, rules) -> lis
     return rows
 
 
-def larger_strides(model, images, targets, window, stride) -> list[str]:
-    """Plain occlusion at larger strides against plain occlusion at ``stride``: one line each."""
+def larger_strides(model, images, targets, window, stride, refs) -> list[str]:
+    """Plain occlusion at larger strides against the ``refs`` at ``stride``: one line each."""
     from perturbx import Occlusion
 
     lines = []
     for step in LARGER_STRIDES.get(stride, ()):
         stats = []
-        for x, t in zip(images, targets, strict=True):
-            ref = Occlusion(window, stride).explain(model, x, target=int(t))
+        for x, t, ref in zip(images, targets, refs, strict=True):
             e = Occlusion(window, (step, step)).explain(model, x, target=int(t))
             stats.append((e.n_queries, ref.n_queries, *agreement(e.attributions, ref.attributions)))
         q, q_ref, r, l2 = np.array(stats).T
@@ -127,23 +131,26 @@ def main() -> None:
     if ns.images:
         data = make_shapes(ns.images, random_state=DEMO_TEST_SEED)
         demo = Torch(load_demo_model(), batch_size=ns.batch, output="probs", device=ns.device)
-        rows = [row for window, stride in (DEMO_SETTINGS[:1] if ns.quick else DEMO_SETTINGS)
-                for row in compare_setting(demo, data.images, data.labels, data.masks, window, stride, rules)]
+        settings = DEMO_SETTINGS[:1] if ns.quick else DEMO_SETTINGS
+        refs = {(w, s): plain_occlusion(demo, data.images, data.labels, w, s) for w, s in settings}
+        rows = [row for w, s in settings
+                for row in compare_setting(demo, data.images, data.labels, data.masks, w, s, rules, refs[w, s])]
         print_table(f"demo CNN, {ns.images} held-out images, target = label", rows)
         print("\nThe same reference against plain occlusion with a larger stride (fewer windows, no refinement):\n")
         print("| window / stride | runner | queries at the reference stride | queries | ratio | Pearson mean (min) "
               "| rel. L2 mean (max) |")
         print("|---|---|---|---|---|---|---|")
-        for window, stride in (DEMO_SETTINGS[:1] if ns.quick else DEMO_SETTINGS):
-            print("\n".join(larger_strides(demo, data.images, data.labels, window, stride)))
+        for w, s in settings:
+            print("\n".join(larger_strides(demo, data.images, data.labels, w, s, refs[w, s])))
     if ns.resnet_images:
         big = make_shapes(ns.resnet_images, size=224, random_state=DEMO_TEST_SEED)
         net = Torch(resnet18_shaped(1000, random_state=0).eval(), batch_size=ns.batch, output="probs",
                     device=ns.device)
         tops = net.predict(big.images).argmax(1)
-        rows = [row for window, stride in (RESNET_SETTINGS[:1] if ns.quick else RESNET_SETTINGS)
-                for row in compare_setting(net, big.images, tops, [None] * len(tops), window, stride,
-                                          DEFAULT_RULE if ns.quick else RESNET_RULES)]
+        rows = [row for w, s in (RESNET_SETTINGS[:1] if ns.quick else RESNET_SETTINGS)
+                for row in compare_setting(net, big.images, tops, [None] * len(tops), w, s,
+                                          DEFAULT_RULE if ns.quick else RESNET_RULES,
+                                          plain_occlusion(net, big.images, tops, w, s))]
         print_table(f"ResNet-18-shaped CNN (random init), {ns.resnet_images} image(s) of 224 px, target = top class",
                     rows)
 
