@@ -1,4 +1,4 @@
-"""Small PyTorch models for demos and tests (optional dependency: torch).
+"""The demo classifier and the ResNet-18-shaped network (optional dependency: torch).
 
 * :class:`DemoCNN` -- a tiny CNN for the synthetic shapes of
   :func:`perturbx.datasets.make_shapes`; :func:`train_demo_model` trains it in
@@ -8,7 +8,7 @@
   for benchmarks and for methods that hook named layers (Grad-CAM on
   ``"layer4"``).
 
-This module is never imported by ``perturbx`` itself; import it explicitly.
+Everything here is re-exported by :mod:`perturbx.models`; import it from there.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("perturbx.models needs PyTorch: pip install 'perturbx[torch]'") from e
 
 import os
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from perturbx.datasets import CLASS_NAMES, make_shapes
+
+from . import _cache
 
 __all__ = [
     "DEMO_RECIPE_VERSION",
@@ -259,15 +259,11 @@ def train_demo_model(
 
 
 def _default_cache_dir() -> Path:
-    env = os.environ.get("PERTURBX_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "perturbx"
+    return _cache.default_cache_dir()
 
 
 def _cache_path(cache_dir: str | os.PathLike | None) -> Path:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
-    return root / f"demo_cnn_v{DEMO_RECIPE_VERSION}.pt"
+    return _cache.cache_file(cache_dir, "demo_cnn", DEMO_RECIPE_VERSION)
 
 
 def load_demo_model(
@@ -299,38 +295,16 @@ def load_demo_model(
         The model in eval mode on the CPU (parameters require grad, as usual).
         Its held-out accuracy is available as ``model.demo_accuracy``.
     """
-    path = _cache_path(cache_dir)
-    if not retrain and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("version") != DEMO_RECIPE_VERSION:
-                raise ValueError(f"recipe version {blob.get('version')!r} in cache")
-            model = DemoCNN(n_classes=int(blob["n_classes"]))
-            model.load_state_dict(blob["state_dict"])
-            model.eval()
-            model.demo_accuracy = float(blob["accuracy"])
-            return model
-        except Exception as exc:  # any unusable cache file -> retrain
-            warnings.warn(f"ignoring unusable cache file {path} ({exc}); retraining",
-                          RuntimeWarning, stacklevel=2)
 
-    model, acc = train_demo_model()
-    blob = {
-        "state_dict": model.state_dict(),
-        "accuracy": float(acc),
-        "version": DEMO_RECIPE_VERSION,
-        "n_classes": len(CLASS_NAMES),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    model.demo_accuracy = float(acc)
+    def train() -> tuple[DemoCNN, dict]:
+        model, acc = train_demo_model()  # looked up at call time: tests replace it
+        return model, {"accuracy": float(acc), "n_classes": len(CLASS_NAMES)}
+
+    model, blob = _cache.load_or_train(
+        _cache_path(cache_dir), DEMO_RECIPE_VERSION, retrain=retrain,
+        build=lambda blob: DemoCNN(n_classes=int(blob["n_classes"])), train=train,
+    )
+    model.demo_accuracy = float(blob["accuracy"])
     return model
 
 
