@@ -30,10 +30,10 @@ import numpy as np
 
 from ._utils import check_int
 from .explanation import Explanation
+from .images import IMAGE_SUFFIXES, image_files, read_image
 
 __all__ = ["DatasetResults", "WorkerModel", "explain_dataset"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
 _FORMAT = 1
 _MANIFEST, _INDEX, _ERRORS, _ITEMS = "manifest.json", "index.jsonl", "errors.jsonl", "items"
 
@@ -93,11 +93,11 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
     model : Adapter, model, or WorkerModel
         What ``explainer.explain`` takes; a :class:`WorkerModel` is built once per worker.
     images : ndarray, folder, or sequence of paths
-        An array ``(N, *sample_shape)`` in the model's layout; a folder (its image files
-        ``.png .jpg .jpeg .bmp .tif .tiff .npy``, recursively, in sorted order); or a list of
-        such files. Files are read with ``loader(path)`` if given, else ``.npy`` as stored and
-        images with scikit-image as floats in [0, 1] (integers divided by their maximum),
-        reordered to the model's layout.
+        An array ``(N, *sample_shape)`` in the model's layout; a folder (its files ending in
+        one of :data:`perturbx.images.IMAGE_SUFFIXES`, recursively, in sorted order); or a
+        list of such files. Files are read with ``loader(path)`` if given, else with
+        :func:`perturbx.images.read_image` in the model's layout (the reader of ``perturbx
+        compare``: floats in [0, 1] for integer data, ``.npy`` floats as stored).
     out : str or os.PathLike
         Folder of the results (created). Running again into the same folder resumes.
     n_jobs : int, default 1
@@ -189,7 +189,7 @@ def _paths(images) -> list[Path]:
         if not root.is_dir():
             raise ValueError(f"The 'images' parameter of explain_dataset must be an array, a folder or a list of "
                              f"paths. {os.fspath(root)!r} is not a folder.")
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = image_files(root, recursive=True)
         if not paths:
             raise ValueError(f"The folder {os.fspath(root)!r} given as images holds no image files "
                              f"({', '.join(IMAGE_SUFFIXES)}).")
@@ -251,25 +251,7 @@ class _LoadSpec:
             return source
         if self.loader is not None:
             return np.asarray(self.loader(source))
-        if source.suffix.lower() == ".npy":
-            return np.load(source)
-        return _read_image(source, self.layout)
-
-
-def _read_image(path: Path, layout: str) -> np.ndarray:
-    from skimage.io import imread
-
-    img = np.asarray(imread(path))
-    if np.issubdtype(img.dtype, np.integer):
-        img = img.astype(np.float32) / np.iinfo(img.dtype).max
-    img = img.astype(np.float32, copy=False)
-    if img.ndim == 3 and img.shape[-1] == 4:
-        img = img[..., :3]
-    if layout == "HW":
-        return img if img.ndim == 2 else img.mean(axis=-1)
-    if img.ndim == 2:
-        img = img[..., None]
-    return np.moveaxis(img, -1, 0) if layout == "CHW" else img
+        return read_image(source, layout=self.layout)
 
 
 def _explain_item(explainer, model, item: _Item, spec: _LoadSpec, on_error: str) -> dict:

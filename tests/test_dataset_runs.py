@@ -160,6 +160,39 @@ def test_folder_and_list_of_paths(tmp_path):
     np.testing.assert_allclose(by_list[1].attributions, res["a.png"].attributions, atol=1e-6)
 
 
+def test_files_are_read_as_the_cli_reads_them(tmp_path):
+    """One reader (perturbx.images): the same file types, arrays and errors as ``perturbx compare``."""
+    from PIL import Image
+
+    from perturbx.cli import CLIError
+    from perturbx.cli import _read_image as cli_read
+    from perturbx.images import read_image
+
+    pixels = np.random.default_rng(5).integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, p in zip(("a.gif", "b.webp", "c.jpeg", "d.png"), pixels, strict=True):
+        Image.fromarray(p).save(folder / name)
+    seen = []
+
+    def model(batch):
+        seen.append(batch[0].copy())
+        return batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
+
+    res = explain_dataset(Occlusion(window=4, stride=4), Callable(model), folder, out=tmp_path / "out")
+    assert res.ids == ["a.gif", "b.webp", "c.jpeg", "d.png"]
+    for name in res.ids:  # each image itself is sent to the model once (its reference query)
+        expected = read_image(folder / name)
+        np.testing.assert_array_equal(cli_read(folder / name, None), expected)
+        assert sum(np.array_equal(row, expected) for row in seen) == 1, name
+    (folder / "e.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image .*e\.png") as caught:
+        explain_dataset(Occlusion(window=4, stride=4), Callable(model), [folder / "e.png"], out=tmp_path / "o2")
+    with pytest.raises(CLIError) as cli_caught:
+        cli_read(folder / "e.png", None)
+    assert str(caught.value) == str(cli_caught.value)
+
+
 def test_labels_give_one_target_per_image(tmp_path):
     explainer, model, images = dataset_job.job()
     labels = [0, 1, 2, 1]
