@@ -3,15 +3,19 @@
 A key is the SHA-256 of what identifies the endpoint (URL, model, protocol, input and
 output names; see ``Remote``) and of the row's bytes, dtype and shape. So a rerun, a
 second explainer or another batch size never sends an input the server has already
-scored. The value is the row's scores as float64 bytes. SQLite in WAL mode makes writes
+scored. The value is the row's answer: a vector of scores as plain float64 bytes, or (an
+output of another shape, several named outputs) a small JSON header with the names and
+shapes followed by the float64 values (:func:`encode_row`). SQLite in WAL mode makes writes
 atomic and lets several processes (joblib workers) share one cache file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable
 
@@ -19,6 +23,33 @@ import numpy as np
 
 _FILE = "remote-cache.sqlite"
 _CHUNK = 500  # keys per SELECT (SQLite allows 999 parameters by default on old builds)
+_MAGIC = b"\x93PXR"  # starts a value with a header (a shaped or named row)
+
+
+def encode_row(row: np.ndarray | dict[str, np.ndarray]) -> bytes:
+    """A row's answer as bytes: a 1-D score vector as plain float64 bytes, anything else with a header."""
+    if isinstance(row, np.ndarray) and row.ndim == 1:
+        return np.ascontiguousarray(row, dtype=np.float64).tobytes()
+    parts = row if isinstance(row, dict) else {"": row}
+    header = json.dumps({"names": list(parts) if isinstance(row, dict) else None,
+                         "shapes": [list(np.shape(v)) for v in parts.values()]}).encode()
+    body = b"".join(np.ascontiguousarray(v, dtype=np.float64).tobytes() for v in parts.values())
+    return _MAGIC + struct.pack("<I", len(header)) + header + body
+
+
+def decode_row(value: bytes) -> np.ndarray | dict[str, np.ndarray]:
+    """Inverse of :func:`encode_row`."""
+    if not value.startswith(_MAGIC):
+        return np.frombuffer(value, dtype=np.float64).copy()
+    (size,) = struct.unpack("<I", value[4:8])
+    header = json.loads(value[8:8 + size])
+    flat = np.frombuffer(value[8 + size:], dtype=np.float64)
+    arrays, start = [], 0
+    for shape in header["shapes"]:
+        n = int(np.prod(shape)) if shape else 1
+        arrays.append(flat[start:start + n].reshape(shape).copy())
+        start += n
+    return arrays[0] if header["names"] is None else dict(zip(header["names"], arrays, strict=True))
 
 
 class ResponseCache:
@@ -63,8 +94,8 @@ class ResponseCache:
         rows = np.ascontiguousarray(batch)
         return [hashlib.sha256(head + rows[i].tobytes()).digest() for i in range(len(rows))]
 
-    def get_many(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        """Cached score rows ``(n_classes,)`` float64 of the keys that are present."""
+    def get_many(self, keys: list[bytes]) -> dict[bytes, np.ndarray | dict[str, np.ndarray]]:
+        """Cached answers (score rows ``(n_classes,)`` float64, or shaped/named rows) of the keys present."""
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
             conn = self._connect()
@@ -72,12 +103,12 @@ class ResponseCache:
                 part = keys[i:i + _CHUNK]
                 marks = ",".join("?" * len(part))
                 for key, value in conn.execute(f"SELECT key, value FROM scores WHERE key IN ({marks})", part):
-                    found[bytes(key)] = np.frombuffer(value, dtype=np.float64).copy()
+                    found[bytes(key)] = decode_row(bytes(value))
         return found
 
-    def put_many(self, items: Iterable[tuple[bytes, np.ndarray]]) -> None:
-        """Store score rows; one transaction."""
-        rows = [(k, np.ascontiguousarray(v, dtype=np.float64).tobytes()) for k, v in items]
+    def put_many(self, items: Iterable[tuple[bytes, np.ndarray | dict[str, np.ndarray]]]) -> None:
+        """Store answers (see :func:`encode_row`); one transaction."""
+        rows = [(k, encode_row(v)) for k, v in items]
         if not rows:
             return
         with self._lock:

@@ -1,20 +1,24 @@
 """The adapter interface: how perturbx talks to a model.
 
 An adapter owns batching, the device (through its array backend), the input layout
-and the validation of what the model returns. Explainers only ever call
-:meth:`Adapter.predict_batch` with a batch already built on the adapter's backend,
-of at most ``batch_size`` rows, and get back a validated ``(n, n_classes)`` numpy
-array of scores.
+and the conversion of what the model returns to numpy. Explainers call it with a batch
+already built on the adapter's backend, of at most ``batch_size`` rows:
+:meth:`Adapter.predict_raw` gives the model's output as it is (an array ``(n, ...)``, a dict
+of arrays, or a list of per-row dicts), :meth:`Adapter.predict_target` the scalars ``(n, T)``
+of a bound :mod:`perturbx.targets` target, and :meth:`Adapter.predict_batch` a classifier's
+validated scores ``(n, n_classes)``. Every row counts in :attr:`Adapter.n_queries`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
 
 from perturbx._utils import Layout, check_int, check_sample
 from perturbx.backend import NUMPY, Array
+from perturbx.targets import Class, Target, check_scores, evaluate
 
 
 class Adapter(ABC):
@@ -57,8 +61,21 @@ class Adapter(ABC):
         """Validate one sample for this model; returns it as a float array."""
         return check_sample(x, self.layout, self.sample_shape, dtype=self.dtype)
 
+    def predict_raw(self, batch: Array) -> object:
+        """The model's output for a backend batch ``(n, *sample_shape)``, ``n <= batch_size``, as numpy.
+
+        Returns
+        -------
+        ndarray (n, ...), dict of str -> ndarray (n, ...), or list of n dicts of ndarrays
+            Numbers as float64 arrays; the structure the model returns is kept.
+        """
+        n = int(batch.shape[0])
+        out = self._forward(batch)
+        self.n_queries += n
+        return self._check_rows(to_numpy_output(out), n)
+
     def predict_batch(self, batch: Array) -> np.ndarray:
-        """Scores for a backend batch ``(n, *sample_shape)``, ``n <= batch_size``.
+        """A classifier's scores for a backend batch ``(n, *sample_shape)``, ``n <= batch_size``.
 
         Returns
         -------
@@ -68,6 +85,12 @@ class Adapter(ABC):
         out = self._forward(batch)
         self.n_queries += n
         return self._check_scores(out, n)
+
+    def predict_target(self, batch: Array, target: Target) -> np.ndarray:
+        """Scalars ``(n, T)`` float64 of a bound ``target`` for a backend batch of at most ``batch_size`` rows."""
+        if isinstance(target, Class) and target.output is None:
+            return self.predict_batch(batch)[:, target.labels]
+        return evaluate(target, self.predict_raw(batch), int(batch.shape[0]), self._model_name())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores for a numpy batch ``(N, *sample_shape)`` of any size, in chunks.
@@ -86,27 +109,53 @@ class Adapter(ABC):
 
     __call__ = predict
 
+    def _model_name(self) -> str:
+        return f"the model behind {type(self).__name__}"
+
     def _check_scores(self, out: object, n_rows: int) -> np.ndarray:
-        name = type(self).__name__
-        try:
-            scores = np.asarray(out, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"The model behind {name} returned {type(out).__name__}, which is not "
-                            f"an array of numbers; it must return scores of shape (n, n_classes).") from exc
-        if scores.ndim != 2:
-            hint = (" If it returns one score per row, reshape it to (n, 1)." if scores.ndim == 1 else "")
-            raise ValueError(f"The model behind {name} returned an array of shape {scores.shape} for "
-                             f"{n_rows} inputs; expected a 2-D array (n_rows, n_classes).{hint}")
-        if scores.shape[0] != n_rows:
-            raise ValueError(f"The model behind {name} returned {scores.shape[0]} rows for a batch of "
-                             f"{n_rows} inputs; it must return one row of scores per input row.")
-        if scores.shape[1] < 1:
-            raise ValueError(f"The model behind {name} returned zero classes (shape {scores.shape}).")
-        if not np.all(np.isfinite(scores)):
-            bad = int(scores.size - np.count_nonzero(np.isfinite(scores)))
-            raise ValueError(f"The model behind {name} returned {bad} NaN or infinite scores for a "
-                             f"batch of {n_rows} inputs; attributions would be meaningless.")
-        return scores
+        return check_scores(to_numpy_output(out), n_rows, self._model_name())
+
+    def _check_rows(self, out: object, n_rows: int) -> object:
+        """``out`` (numpy structure) when it has one entry per input row; else a ValueError naming the model."""
+        if isinstance(out, Mapping):
+            counts = {k: (len(v) if np.ndim(v) else None) for k, v in out.items()}
+        elif isinstance(out, list):
+            counts = {"list": len(out)}
+        else:
+            counts = {"output": len(out) if np.ndim(out) else None}
+        bad = {k: c for k, c in counts.items() if c != n_rows}
+        if bad:
+            seen = ", ".join(f"{c} rows" + ("" if k in ("output", "list") else f" in output {k!r}")
+                             for k, c in bad.items())
+            raise ValueError(f"{self._model_name()[0].upper()}{self._model_name()[1:]} returned {seen} for a batch "
+                             f"of {n_rows} inputs; every output must have one entry per input row.")
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, input_layout={self.input_layout!r})"
+
+
+def to_numpy_output(out: object) -> object:
+    """A model's output as numpy: tensors and array-likes become float64 arrays, dicts and lists keep their shape.
+
+    A list or tuple of numbers (or of equally long lists) is one array; a list of dicts
+    (one per row, torchvision's detection format) stays a list; a tuple of arrays becomes
+    a dict with keys "0", "1", ...
+    """
+    if isinstance(out, Mapping):
+        return {str(k): _array(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)) and out and all(isinstance(o, Mapping) for o in out):
+        return [{str(k): _array(v) for k, v in o.items()} for o in out]
+    if isinstance(out, tuple) and out and all(hasattr(o, "shape") for o in out):
+        return {str(i): _array(o) for i, o in enumerate(out)}
+    return _array(out)
+
+
+def _array(value: object) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor: leave autograd and the device
+        value = value.detach().to("cpu").numpy()
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"The model returned {type(value).__name__}, which is not an array of numbers, a dict "
+                        f"of arrays or a list of per-row dicts.") from exc

@@ -45,8 +45,11 @@ class ONNX(Adapter):
     providers : list of str, optional
         ONNX Runtime execution providers, in order of preference. By default the available
         accelerators (CUDA, ROCm, DirectML) and then the CPU. Not allowed with a session.
-    output_name : str, optional
-        Output holding the scores ``(N, n_classes)``; the first output by default.
+    output_name : str, sequence of str or "*", optional
+        Output holding the scores ``(N, n_classes)``; the first output by default. Several
+        names (or ``"*"`` for all of them) return a dict name -> array, for a model with
+        several outputs (a detector's boxes, scores and labels), read by a
+        :mod:`perturbx.targets` target.
     input_name : str, optional
         Input to feed, for a model with several inputs; the only input by default.
     session_options : onnxruntime.SessionOptions, optional
@@ -55,7 +58,7 @@ class ONNX(Adapter):
     """
 
     def __init__(self, path_or_session, *, batch_size: int = 64, input_layout: str = "CHW",
-                 providers: list[str] | None = None, output_name: str | None = None,
+                 providers: list[str] | None = None, output_name: str | list[str] | None = None,
                  input_name: str | None = None, session_options=None) -> None:
         super().__init__(batch_size=batch_size, input_layout=input_layout)
         self._source = _check_source(path_or_session, providers)
@@ -73,7 +76,7 @@ class ONNX(Adapter):
         source = self._source if isinstance(self._source, bytes) else os.fspath(self._source)
         return ort.InferenceSession(source, sess_options=self._session_options, providers=providers)
 
-    def _bind(self, input_name: str | None, output_name: str | None) -> None:
+    def _bind(self, input_name: str | None, output_name: str | list[str] | None) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if input_name is None and len(inputs) != 1:
@@ -82,8 +85,12 @@ class ONNX(Adapter):
         name = input_name if input_name is not None else next(iter(inputs))
         if name not in inputs:
             raise ValueError(f"The 'input_name' parameter of ONNX must be one of {sorted(inputs)}. Got {name!r}.")
-        if output_name is not None and output_name not in outputs:
-            raise ValueError(f"The 'output_name' parameter of ONNX must be one of {outputs}. Got {output_name!r}.")
+        if output_name == "*":
+            output_name = list(outputs)
+        wanted = [output_name] if isinstance(output_name, str) else list(output_name or [])
+        if any(name not in outputs for name in wanted) or (output_name is not None and not wanted):
+            raise ValueError(f"The 'output_name' parameter of ONNX must be one of {outputs}, a list of them or '*'. "
+                             f"Got {output_name!r}.")
         meta = inputs[name]
         if meta.type not in _DTYPES:
             raise TypeError(f"The ONNX model's input {name!r} has type {meta.type}; ONNX adapts float, "
@@ -107,21 +114,32 @@ class ONNX(Adapter):
     def sample_shape(self) -> tuple[int, ...] | None:
         return self._sample_shape
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, rows: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """One session run: the output asked for, or a dict of the named outputs."""
+        if self.output_name is None or isinstance(self.output_name, str):
+            names = None if self.output_name is None else [self.output_name]
+            return np.asarray(self.session.run(names, {self.input_name: rows})[0])
+        values = self.session.run(list(self.output_name), {self.input_name: rows})
+        return {name: np.asarray(v) for name, v in zip(self.output_name, values, strict=True)}
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         batch = np.asarray(batch, dtype=self._input_dtype)
-        outputs = None if self.output_name is None else [self.output_name]
         k = self.fixed_batch
         if k is None:
-            return self.session.run(outputs, {self.input_name: batch})[0]
+            return self._run(batch)
         parts = []
         for start in range(0, len(batch), k):
             rows = batch[start:start + k]
             pad = k - len(rows)
             if pad:
                 rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
-            out = np.asarray(self.session.run(outputs, {self.input_name: rows})[0])
-            parts.append(out[:k - pad])
-        return np.concatenate(parts) if parts else np.zeros((0, 1))
+            out = self._run(rows)
+            parts.append({n: v[:k - pad] for n, v in out.items()} if isinstance(out, dict) else out[:k - pad])
+        if not parts:
+            return np.zeros((0, 1))
+        if isinstance(parts[0], dict):
+            return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+        return np.concatenate(parts)
 
     def __getstate__(self) -> dict:
         if self._source is None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from perturbx._utils import check_choice, check_float, check_int, check_sample
+from perturbx.errors import QueryBudgetError
 
 from ._cache import ResponseCache
 from ._http import MalformedResponseError, RemoteError, Transport
@@ -62,8 +63,10 @@ class Remote(Adapter):
         Shape of one sample the server expects; checked before anything is sent.
     input_name : str, default "input-0"
         Name of the v2 input tensor.
-    output_name : str, optional
-        v2 output to read; the first output when None.
+    output_name : str or sequence of str, optional
+        v2 output to read; the first output when None. Several names return a dict name ->
+        array ``(n, ...)`` (a detector's boxes, scores and labels), read by a
+        :mod:`perturbx.targets` target; each output keeps the shape the server gives it.
     model_version : str, optional
         v2 model version (``/v2/models/{model}/versions/{model_version}/infer``).
     headers : dict of str, optional
@@ -102,7 +105,7 @@ class Remote(Adapter):
     def __init__(self, url: str, model: str | None = None, *, protocol: str = "v2", batch_size: int = 32,
                  concurrency: int = 8, timeout: float = 30.0, retries: int = 5, input_layout: str = "CHW",
                  sample_shape: tuple[int, ...] | None = None, input_name: str = "input-0",
-                 output_name: str | None = None, model_version: str | None = None,
+                 output_name: str | list[str] | None = None, model_version: str | None = None,
                  headers: dict[str, str] | None = None, token_env: str | None = None,
                  verify: bool | str | os.PathLike = True, cache_dir: str | os.PathLike | None = None,
                  max_queries: int | None = None, request: CallableT[[np.ndarray], Any] | None = None,
@@ -112,6 +115,11 @@ class Remote(Adapter):
         self.concurrency = check_int(concurrency, "concurrency", "Remote")
         super().__init__(batch_size=self.request_size * self.concurrency, input_layout=input_layout)
         self.model, self.model_version = _check_model(model, model_version, self.protocol)
+        if output_name is not None and not isinstance(output_name, str):
+            output_name = list(output_name)
+            if not output_name or not all(isinstance(n, str) for n in output_name):
+                raise ValueError(f"The 'output_name' parameter of Remote must be a str or a non-empty list of str. "
+                                 f"Got {output_name!r}.")
         self.input_name, self.output_name = input_name, output_name
         self._codec = _make_codec(self.protocol, request, response, self.model, self.model_version,
                                   input_name, output_name)
@@ -172,10 +180,10 @@ class Remote(Adapter):
         self.transport._headers, self.transport._secrets = self._request_headers, self._secrets
 
     # -- the model call ----------------------------------------------------------------------------------
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: np.ndarray) -> np.ndarray | dict | list:
         batch = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
         n = len(batch)
-        rows: list[np.ndarray | None] = [None] * n
+        rows: list[Any] = [None] * n
         keys = self.cache.keys(batch) if self.cache is not None else None
         if keys is not None:
             hits = self.cache.get_many(keys)
@@ -184,23 +192,31 @@ class Remote(Adapter):
         todo = [i for i in range(n) if rows[i] is None]
         self._reserve(len(todo))
         groups = [todo[i:i + self.request_size] for i in range(0, len(todo), self.request_size)]
-        for idx, scores in zip(groups, self._map(self._infer, [batch[g] for g in groups]), strict=True):
+        for idx, answer in zip(groups, self._map(self._infer, [batch[g] for g in groups]), strict=True):
             for j, i in enumerate(idx):
-                rows[i] = scores[j]
+                rows[i] = _row(answer, j)
             if keys is not None:
-                self.cache.put_many((keys[i], scores[j]) for j, i in enumerate(idx))
+                self.cache.put_many((keys[i], rows[i]) for i in idx)
         with self._lock:
             self.n_cached += n - len(todo)
-        widths = {len(r) for r in rows}
-        if len(widths) > 1:
-            raise MalformedResponseError(f"{self.transport.safe_url} returned scores of different lengths "
-                                         f"{sorted(widths)} for rows of one batch (the cache included); use a "
+        return self._stack(rows)
+
+    def _stack(self, rows: list[Any]) -> np.ndarray | dict | list:
+        """Per-row answers as one batch: an array, a dict of arrays, or (rows of different shapes) a list of dicts."""
+        if not rows:
+            return np.zeros((0, 1))
+        if isinstance(rows[0], dict):
+            if len({tuple((k, v.shape) for k, v in r.items()) for r in rows}) == 1:
+                return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+            return rows
+        shapes = {r.shape for r in rows}
+        if len(shapes) > 1:
+            raise MalformedResponseError(f"{self.transport.safe_url} returned outputs of different shapes "
+                                         f"{sorted(shapes)} for rows of one batch (the cache included); use a "
                                          f"new cache_dir if the model on the server changed.")
-        return np.stack(rows) if rows else np.zeros((0, 1))
+        return np.stack(rows)
 
     def _reserve(self, n_rows: int) -> None:
-        from perturbx.engine import QueryBudgetError
-
         with self._lock:
             if self.max_queries is not None and self.n_sent + n_rows > self.max_queries:
                 raise QueryBudgetError(f"Remote would send {n_rows} more rows but {self.n_sent} of its "
@@ -268,18 +284,25 @@ class _V2Codec:
             payload["outputs"] = [{"name": self.output_name}]
         return self.path, dumps(payload)
 
-    def decode(self, data: bytes, n_rows: int, where: str) -> np.ndarray:
+    def decode(self, data: bytes, n_rows: int, where: str) -> np.ndarray | dict[str, np.ndarray]:
         answer = _parse_json(data, where)
         outputs = answer.get("outputs") if isinstance(answer, dict) else None
         if not isinstance(outputs, list) or not outputs:
             raise _malformed(where, "outputs", "a non-empty list of output tensors", answer)
-        index = 0
-        if self.output_name is not None:
-            names = [o.get("name") if isinstance(o, dict) else None for o in outputs]
-            if self.output_name not in names:
-                raise MalformedResponseError(f"{where} answered without an output named {self.output_name!r} "
-                                             f"(outputs: {names}); check output_name.")
-            index = names.index(self.output_name)
+        if self.output_name is None:
+            return self._tensor(outputs, 0, n_rows, where)
+        names = [o.get("name") if isinstance(o, dict) else None for o in outputs]
+        wanted = [self.output_name] if isinstance(self.output_name, str) else self.output_name
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise MalformedResponseError(f"{where} answered without an output named {missing[0]!r} "
+                                         f"(outputs: {names}); check output_name.")
+        if isinstance(self.output_name, str):
+            return self._tensor(outputs, names.index(self.output_name), n_rows, where)
+        return {w: self._tensor(outputs, names.index(w), n_rows, where) for w in wanted}
+
+    def _tensor(self, outputs: list, index: int, n_rows: int, where: str) -> np.ndarray:
+        """Output tensor ``index`` of a v2 answer as an array ``(n_rows, ...)`` (one value per row: ``(n_rows, 1)``)."""
         out = outputs[index]
         field = f"outputs[{index}]"
         if not isinstance(out, dict):
@@ -297,7 +320,7 @@ class _V2Codec:
         if values.size != math.prod(shape):
             raise MalformedResponseError(f"{where} answered {values.size} values in {field}.data but "
                                          f"{field}.shape={shape} needs {math.prod(shape)}.")
-        return values.reshape(n_rows, -1)
+        return values.reshape(shape if len(shape) > 1 else (n_rows, 1))
 
 
 class _JSONCodec:
@@ -440,3 +463,10 @@ def _malformed(where: str, field: str, expected: str, seen: Any) -> MalformedRes
 def _snippet(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _row(answer: np.ndarray | dict[str, np.ndarray], j: int) -> np.ndarray | dict[str, np.ndarray]:
+    """Row ``j`` of a decoded answer."""
+    if isinstance(answer, dict):
+        return {k: v[j] for k, v in answer.items()}
+    return answer[j]

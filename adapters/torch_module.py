@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from perturbx._utils import check_choice
 from perturbx.backend import TorchBackend
+from perturbx.targets import Class, Target, check_target_values
 
 from .base import Adapter
 
@@ -17,11 +20,15 @@ def _torch():
 
 
 class Torch(Adapter):
-    """Wrap a ``torch.nn.Module`` that maps ``(N, *sample_shape)`` to ``(N, n_classes)``.
+    """Wrap a ``torch.nn.Module`` that maps ``(N, *sample_shape)`` to scores ``(N, n_classes)`` or any output.
 
     The module is put in eval mode; forward passes run under ``torch.inference_mode``
-    (no autograd). Perturbed batches are rendered directly on ``device``, so for a
-    GPU model nothing but the class scores crosses the bus.
+    (no autograd). Perturbed batches are rendered directly on ``device``, and a target
+    that is a torch expression of the output (class scores, :class:`~perturbx.targets.Region`,
+    :class:`~perturbx.targets.Output`, :class:`~perturbx.targets.Similarity`) is computed
+    there too, so for a GPU model nothing but the explained scalars crosses the bus. The
+    module may also return a tuple or dict of tensors (named outputs) or a list of per-image
+    dicts (torchvision's detection format).
 
     Parameters
     ----------
@@ -32,7 +39,9 @@ class Torch(Adapter):
     batch_size : int, default 64
     input_layout : {"CHW", "HWC", "HW"}, default "CHW"
     output : {"logits", "probs"}, default "logits"
-        "probs" applies a softmax over the class axis to what the module returns.
+        "probs" applies a softmax over the class axis to what the module returns when it
+        is a 2-D tensor ``(N, n_classes)``; other outputs are left as they are (for a
+        segmentation model's probabilities use ``perturbx.targets.Region(softmax=True)``).
     """
 
     def __init__(self, module, *, device=None, batch_size: int = 64, input_layout: str = "CHW",
@@ -56,14 +65,43 @@ class Torch(Adapter):
     def _forward(self, batch):
         torch = self._backend._torch
         with torch.inference_mode():
-            out = self.module(batch)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"The torch module returned {type(out).__name__}; it must return a "
-                                f"tensor of scores (n, n_classes).")
-            if out.ndim == 2 and self.output == "probs":
-                out = torch.softmax(out, dim=1)
-            return out.detach().to("cpu", torch.float64).numpy()
+            return self._postprocess(self.module(batch))
+
+    def _postprocess(self, out):
+        """The module's output with ``output="probs"`` applied (a 2-D tensor only)."""
+        torch = self._backend._torch
+        if isinstance(out, torch.Tensor) and out.ndim == 2 and self.output == "probs":
+            return torch.softmax(out, dim=1)
+        return out
+
+    def predict_target(self, batch, target: Target) -> np.ndarray:
+        """Scalars ``(n, T)`` of a bound target; torch-expression targets are computed on the device."""
+        torch = self._backend._torch
+        if isinstance(target, Class) or not target.differentiable:
+            return super().predict_target(batch, target)
+        n = int(batch.shape[0])
+        with torch.inference_mode():
+            out = self._postprocess(self.module(batch))
+            self.n_queries += n
+            if not isinstance(out, (torch.Tensor, dict)):
+                return self._evaluate_raw(out, n, target)
+            values = target.torch_scores(_as_float64(out)).to("cpu").numpy()
+        return check_target_values(values, n, target.n_outputs, target)
+
+    def _evaluate_raw(self, out, n: int, target: Target) -> np.ndarray:
+        from perturbx.targets import evaluate
+
+        from .base import to_numpy_output
+
+        return evaluate(target, self._check_rows(to_numpy_output(out), n), n, self._model_name())
 
     def __repr__(self) -> str:
         return (f"Torch({type(self.module).__name__}, device={str(self.device)!r}, "
                 f"batch_size={self.batch_size}, input_layout={self.input_layout!r}, output={self.output!r})")
+
+
+def _as_float64(out):
+    """A tensor, or a dict of tensors, in float64 (targets then sum in the same precision as on numpy)."""
+    if isinstance(out, dict):
+        return {str(k): v.double() for k, v in out.items()}
+    return out.double()

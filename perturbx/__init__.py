@@ -1,9 +1,10 @@
 """perturbx: fast perturbation-based explanations for any model.
 
-Black-box explainers (:class:`Occlusion`, :class:`RISE`, :class:`LIME`, :class:`KernelSHAP`,
-:class:`MeaningfulPerturbation`, :class:`ExtremalPerturbation`, ...) talk to a model only through an
-adapter from :mod:`perturbx.adapters`, take one numpy sample and return an
-:class:`Explanation`. PyTorch is never imported by ``import perturbx``.
+Black-box explainers (:class:`Occlusion`, :class:`RISE`, :class:`DRISE`, :class:`LIME`,
+:class:`KernelSHAP`, :class:`MeaningfulPerturbation`, :class:`ExtremalPerturbation`, ...) talk to a
+model only through an adapter from :mod:`perturbx.adapters`, take one numpy sample and a target
+from :mod:`perturbx.targets` (a class, a detection, a region, an embedding similarity, any output)
+and return an :class:`Explanation`. PyTorch is never imported by ``import perturbx``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapters, baselines, metrics
+from . import adapters, baselines, metrics, targets
 from .compare import Comparison, compare
 from .dataset_runs import DatasetResults, WorkerModel, explain_dataset
-from .engine import QueryBudgetError
+from .errors import QueryBudgetError
+from .explainer import Explainer
 from .explainers import RISE, Occlusion, PerturbationExplainer
 from .explainers.coarse_to_fine import CoarseToFineOcclusion
+from .explainers.drise import DRISE
 from .explainers.extremal import ExtremalPerturbation
 from .explainers.kernel_shap import KernelSHAP
 from .explainers.lime import LIME
@@ -27,11 +30,13 @@ from .explanation import Explanation
 __version__ = "0.1.0"
 
 __all__ = [
+    "DRISE",
     "LIME",
     "RISE",
     "CoarseToFineOcclusion",
     "Comparison",
     "DatasetResults",
+    "Explainer",
     "Explanation",
     "ExtremalPerturbation",
     "KernelSHAP",
@@ -48,6 +53,7 @@ __all__ = [
     "explain_dataset",
     "metrics",
     "registry",
+    "targets",
 ]
 
 _LAZY = ("datasets", "models", "gradients", "registry")

@@ -182,34 +182,6 @@ def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | No
     return arr
 
 
-def normalise_targets(target: object, n_classes: int, top_class: int) -> tuple[np.ndarray, bool]:
-    """Turn ``target`` into an int array of class indices.
-
-    Returns
-    -------
-    targets : ndarray of int, shape (T,)
-    single : bool
-        True when ``target`` was None or an int (attributions are returned without the
-        target axis).
-    """
-    if target is None:
-        return np.array([top_class]), True
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        targets, single = np.array([int(target)]), True
-    elif isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str):
-        arr = np.asarray(target)
-        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"target must be None, an int or a non-empty sequence of ints. Got {target!r}.")
-        targets, single = arr.astype(int), False
-    else:
-        raise TypeError(f"target must be None, an int or a sequence of ints. Got {type(target).__name__}.")
-    bad = targets[(targets < 0) | (targets >= n_classes)]
-    if bad.size:
-        raise ValueError(f"target {bad.tolist()} is out of range: the model returns {n_classes} "
-                         f"classes, so targets must be in [0, {n_classes - 1}].")
-    return targets, single
-
-
 class Configurable:
     """``get_params()`` and ``repr`` from the names of ``__init__``'s parameters (scikit-learn style).
 

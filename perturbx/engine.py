@@ -1,10 +1,10 @@
 """The one loop that drives every black-box method.
 
 sampler (mask chunks) -> renderer (perturbed batch on the model's backend) ->
-adapter (batched predict) -> estimator (streaming fold). A chunk is one model batch, or
-a few for small inputs (at most ``RENDER_BYTES`` of perturbed inputs), so nothing ever
-holds more than one chunk of masks or of perturbed inputs, whatever the number of
-perturbations.
+adapter (batched predict) -> target (model output -> scalars) -> estimator (streaming
+fold). A chunk is one model batch, or a few for small inputs (at most ``RENDER_BYTES``
+of perturbed inputs), so nothing ever holds more than one chunk of masks or of perturbed
+inputs, whatever the number of perturbations.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .estimators.base import Estimator
+from .errors import QueryBudgetError
+from .estimators.base import Estimator, check_pairing
 from .renderers.base import Renderer
 from .samplers.base import Sampler
+from .targets import Class, Target
 
 #: most bytes of perturbed inputs rendered at once. For a cheap model with small inputs one
 #: rendered chunk spans several model batches (at most ``MAX_BATCHES_PER_CHUNK``), so mask
@@ -28,17 +30,24 @@ RENDER_BYTES = 16 * 2 ** 20
 MAX_BATCHES_PER_CHUNK = 16
 
 
-class QueryBudgetError(RuntimeError):
-    """Raised when an explanation would need more model queries than ``max_queries`` allows."""
+__all__ = ["Plan", "QueryBudgetError", "RunResult", "Stopping", "predict_in_batches", "relative_error", "run"]
 
 
 @dataclass
 class Plan:
-    """The three method-specific parts of a black-box explanation."""
+    """The three method-specific parts of a black-box explanation.
+
+    Built once per run; the sampler's chunks must carry what the estimator reads
+    (:func:`perturbx.estimators.base.check_pairing`), else a TypeError is raised here,
+    before any query.
+    """
 
     sampler: Sampler
     renderer: Renderer
     estimator: Estimator
+
+    def __post_init__(self) -> None:
+        check_pairing(self.sampler, self.estimator)
 
 
 @runtime_checkable
@@ -118,7 +127,7 @@ def progress_enabled(progress: bool | None) -> bool:
     return bool(progress)
 
 
-def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
+def run(plan: Plan, adapter, target: Target | np.ndarray, *, budget: int | None = None,
         progress: bool | None = None, desc: str = "perturbx", stopping: Stopping | None = None) -> RunResult:
     """Stream every chunk of ``plan.sampler`` through the model into ``plan.estimator``.
 
@@ -126,8 +135,9 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     ----------
     plan : Plan
     adapter : perturbx.adapters.Adapter
-    targets : ndarray of int, shape (T,)
-        Columns of the model's scores passed to the estimator.
+    target : perturbx.targets.Target or ndarray of int (T,)
+        A bound target: turns each batch's output into the scalars ``(n, T)`` passed to the
+        estimator. Class indices stand for :class:`~perturbx.targets.Class` of them.
     budget : int, optional
         Queries this run may still make. Without ``stopping``, a sampler that needs more
         raises before the model is called; with it, the run ends at the budget.
@@ -150,6 +160,8 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
                                f"of max_queries; raise max_queries or lower the number of perturbations.")
     if stopping is not None and not isinstance(plan.estimator, ErrorEstimating):
         raise TypeError(f"{type(plan.estimator).__name__} has no standard_error(); {desc} cannot stop early.")
+    if not isinstance(target, Target):
+        target = Class([int(t) for t in np.asarray(target).ravel()])
     limit = total if budget is None else min(total, budget)
     if limit < total:  # only with stopping: run the budget's prefix of the (prefix-valid) stream
         plan.sampler.n_total = limit
@@ -159,8 +171,8 @@ def run(plan: Plan, adapter, targets: np.ndarray, *, budget: int | None = None,
     with _progress_bar(limit, progress, desc) as bar:
         for chunk in plan.sampler.chunks(_chunk_size(plan, adapter, stopping)):
             masks = chunk.materialize(backend, dtype)
-            scores = predict_in_batches(adapter, plan.renderer.render(masks))
-            plan.estimator.update(chunk, masks, scores[:, targets])
+            scores = predict_in_batches(adapter, plan.renderer.render(masks), target)
+            plan.estimator.update(chunk, masks, scores)
             result.n_queries += chunk.size
             bar.update(chunk.size)
             if result.n_queries >= next_check or (stopping is not None and result.n_queries >= limit):
@@ -181,12 +193,19 @@ def _chunk_size(plan: Plan, adapter, stopping: Stopping | None) -> int:
     return adapter.batch_size * int(max(1, min(MAX_BATCHES_PER_CHUNK, batches)))
 
 
-def predict_in_batches(adapter, batch) -> np.ndarray:
-    """Scores ``(n, n_classes)`` of a batch on the adapter's backend, in calls of at most ``batch_size`` rows."""
+def predict_in_batches(adapter, batch, target: Target | None = None) -> np.ndarray:
+    """Scalars of a batch on the adapter's backend, in calls of at most ``batch_size`` rows.
+
+    With a bound ``target``: its scalars ``(n, T)``; without: a classifier's scores ``(n, n_classes)``.
+    """
     n, size = int(batch.shape[0]), adapter.batch_size
+
+    def call(part):
+        return adapter.predict_batch(part) if target is None else adapter.predict_target(part, target)
+
     if n <= size:
-        return adapter.predict_batch(batch)
-    return np.concatenate([adapter.predict_batch(batch[i:i + size]) for i in range(0, n, size)])
+        return call(batch)
+    return np.concatenate([call(batch[i:i + size]) for i in range(0, n, size)])
 
 
 def _check(estimator: ErrorEstimating, stopping: Stopping, result: RunResult) -> bool:

@@ -15,10 +15,11 @@ class Explanation:
     Attributes
     ----------
     attributions : ndarray
-        ``(H, W)`` when one target was asked for (an int or None), ``(T, H, W)`` for a
-        sequence of targets. Positive values support the target class.
+        ``(H, W)`` when one target was asked for (an int, None, one box ...), ``(T, H, W)``
+        for several. Positive values support the target (raise its scalar).
     targets : ndarray of int, shape (T,)
-        Class indices explained.
+        One int per scalar explained: the class indices for class targets, and for other
+        targets their ``labels`` (output index, channel, detected label; see :attr:`target`).
     n_queries : int
         Model rows evaluated for this explanation, the unperturbed input included.
     seconds : float
@@ -28,7 +29,7 @@ class Explanation:
     params : dict
         The explainer's configuration (``get_params()``).
     scores : ndarray, shape (T,)
-        The model's scores of the unperturbed input for ``targets``.
+        The target's scalars for the unperturbed input (class scores for class targets).
     input : ndarray or None
         The explained sample, in the model's layout.
     input_layout : str
@@ -36,6 +37,9 @@ class Explanation:
     extras : dict
         Method-specific results, also readable as attributes (for example
         ``channel_attributions`` of a per-channel occlusion window).
+    target : perturbx.targets.Target or None
+        The bound target: what was explained (boxes of a detection, the region's mask ...),
+        and how to compute it again on new outputs.
     """
 
     attributions: np.ndarray
@@ -48,6 +52,7 @@ class Explanation:
     input: np.ndarray | None = None
     input_layout: str = "CHW"
     extras: dict[str, Any] = field(default_factory=dict)
+    target: Any = None
 
     def __getattr__(self, name: str) -> Any:
         extras = self.__dict__.get("extras", {})
@@ -55,6 +60,13 @@ class Explanation:
             return extras[name]
         raise AttributeError(f"{type(self).__name__} of {self.__dict__.get('method', '?')} has no "
                              f"attribute {name!r}")
+
+    @property
+    def target_names(self) -> list[str]:
+        """A display name per scalar explained ("class 3", "label 1 at (10, 12, 30, 40)", ...)."""
+        if self.target is not None:
+            return list(self.target.names)
+        return [f"class {int(t)}" for t in np.atleast_1d(self.targets)]
 
     def maps(self) -> np.ndarray:
         """Attributions with the target axis always present: ``(T, H, W)``."""
@@ -86,7 +98,7 @@ class Explanation:
         lim = float(np.max(np.abs(heat))) or 1.0
         ax.imshow(heat, cmap=cmap, vmin=-lim, vmax=lim, alpha=alpha if overlay and self.input is not None else 1.0)
         ax.set_title(title if title is not None else
-                     f"{self.method} · class {int(self.targets[target_index])} · {self.n_queries} queries")
+                     f"{self.method} · {self.target_names[target_index]} · {self.n_queries} queries")
         ax.axis("off")
         return ax
 

@@ -277,7 +277,7 @@ def test_top_class_and_explanation_fields(small_cnn, x):
     assert e.layer == "2"                                           # the last Conv2d of small_cnn
     assert e.raw.shape == (1, 10, 12) and e.attributions.shape == SHAPE[1:]
     assert e.input_layout == "CHW" and e.input.shape == SHAPE and e.seconds > 0
-    assert e.n_queries == 1 and adapter.n_queries == 1
+    assert e.n_queries == 2 and adapter.n_queries == 2          # the reference query and one gradient row
     assert repr(G.SmoothGrad(G.Saliency(), n_samples=3)).startswith("SmoothGrad(base=Saliency(abs=True")
 
 
@@ -293,9 +293,9 @@ class CountingModule(nn.Module):
         return self.inner(x)
 
 
-@pytest.mark.parametrize(("name", "queries_per_target", "fixed"), [
-    ("saliency", 1, 0), ("input_x_gradient", 1, 0), ("guided_backprop", 1, 0), ("deconvnet", 1, 0),
-    ("gradcam", 1, 0), ("gradcampp", 1, 0), ("guided_gradcam", 2, 0),
+@pytest.mark.parametrize(("name", "queries_per_target", "fixed"), [   # fixed: f(x), the reference query of every method
+    ("saliency", 1, 1), ("input_x_gradient", 1, 1), ("guided_backprop", 1, 1), ("deconvnet", 1, 1),
+    ("gradcam", 1, 1), ("gradcampp", 1, 1), ("guided_gradcam", 2, 1),
     ("ig_trapezoid", 8, 2),          # n_steps rows per target, f(x) and f(baseline)
     ("smoothgrad", 4, 1),            # n_samples rows per target, f(x)
     ("vargrad_ig", 3 * 3, 1 + 0),    # n_samples * n_steps per target; IG's f(baseline) not asked for

@@ -52,6 +52,7 @@ import contextlib
 
 import numpy as np
 
+from perturbx.samplers.coalitions import WeightedCoalitionChunk
 from perturbx.segmentation import paint
 
 from .k_additive import fit_third_order, n_parameters
@@ -121,6 +122,8 @@ class ShapleyRegression:
         ``"logistic"`` (the logistic control variate) or ``"third-order"`` (the 3-additive
         fit); the candidate with the smallest jackknife error is kept.
     """
+
+    chunk_type = WeightedCoalitionChunk
 
     def __init__(self, segments: np.ndarray, reference: np.ndarray, n_groups: int,
                  control_variate: bool = True, interactions: bool = False, strata=None) -> None:

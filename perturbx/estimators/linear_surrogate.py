@@ -26,6 +26,7 @@ import functools
 
 import numpy as np
 
+from perturbx.samplers.coalitions import CoalitionChunk
 from perturbx.segmentation import paint
 
 from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
@@ -131,6 +132,8 @@ class WeightedRidge:
     method : ndarray of str (T,)
         ``"ridge"`` (the plain fit) or ``"logistic"`` (the control variate).
     """
+
+    chunk_type = CoalitionChunk
 
     #: names of the weighted sums kept per group: of 1, z, y, z z^T, z y^T, y^2
     _SUMS = ("w", "z", "y", "zz", "zy", "yy")

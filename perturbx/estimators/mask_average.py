@@ -37,6 +37,8 @@ class MaskAverage:
         matrix product per chunk).
     """
 
+    chunk_type = None
+
     def __init__(self, backend, p_keep: float, *, control_variate: bool = False, track_error: bool = False) -> None:
         self.backend, self.p_keep = backend, p_keep
         self.control_variate, self.track_error = control_variate, track_error

@@ -20,6 +20,8 @@ class ScoreDrop:
         Scores of the unperturbed input for the selected targets.
     """
 
+    chunk_type = None
+
     def __init__(self, backend, reference: np.ndarray) -> None:
         self.backend = backend
         self.reference = np.asarray(reference, dtype=np.float64)

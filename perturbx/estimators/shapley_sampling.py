@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perturbx.samplers.coalitions import PermutationChunk
 from perturbx.segmentation import paint
 
 
@@ -34,6 +35,8 @@ class PermutationShapley:
     base_value : ndarray (T,)
     n_pairs : int
     """
+
+    chunk_type = PermutationChunk
 
     def __init__(self, segments: np.ndarray, reference: np.ndarray) -> None:
         self.segments = segments

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from perturbx.samplers.sliding_window import WindowChunk
+
 
 class WindowDrops:
     """Record ``f(x) - f(x with window n occluded)`` for every window, in the sampler's order.
@@ -18,6 +20,8 @@ class WindowDrops:
     reference : ndarray, shape (T,)
         Scores of the unperturbed input for the selected targets.
     """
+
+    chunk_type = WindowChunk
 
     def __init__(self, reference: np.ndarray) -> None:
         self.reference = np.asarray(reference, dtype=np.float64)

@@ -1,20 +1,20 @@
-"""What every black-box explainer shares: validation, the reference query, the engine run."""
+"""What every black-box explainer shares: baselines, seeds, stopping, the engine run."""
 
 from __future__ import annotations
 
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from perturbx import engine
-from perturbx._utils import Configurable, Layout, check_float, check_int, check_random_state, normalise_targets
-from perturbx.adapters import Adapter, as_adapter
+from perturbx._utils import Layout, check_float, check_int, check_random_state
+from perturbx.adapters import Adapter
 from perturbx.baselines import check_baseline, resolve_baseline
-from perturbx.explanation import Explanation
+from perturbx.explainer import Explainer, Request
 from perturbx.renderers import BlendRenderer
+from perturbx.targets import Target
 
 
 @dataclass
@@ -28,9 +28,10 @@ class Context:
     adapter : Adapter
     layout : Layout
     chw : (C, H, W) of the sample
-    targets : ndarray of int (T,)
+    target : Target
+        The bound target (:mod:`perturbx.targets`); the engine folds its ``T`` scalars.
     reference : ndarray (T,)
-        Scores of the unperturbed input for ``targets``.
+        The target's scalars for the unperturbed input.
     rng : numpy Generator
     """
 
@@ -39,15 +40,20 @@ class Context:
     adapter: Adapter
     layout: Layout
     chw: tuple[int, int, int]
-    targets: np.ndarray
+    target: Target
     reference: np.ndarray
     rng: np.random.Generator
+
+    @property
+    def n_targets(self) -> int:
+        """Number of scalars explained, ``T``."""
+        return len(self.reference)
 
     def blend_renderer(self) -> BlendRenderer:
         return BlendRenderer(self.x, self.baseline, self.layout, self.adapter.backend, self.adapter.dtype)
 
 
-class PerturbationExplainer(Configurable, ABC):
+class PerturbationExplainer(Explainer):
     """Base of the black-box explainers; a method only says how to :meth:`_plan` a run.
 
     Subclasses store their keyword parameters in ``__init__`` (validated there) and call
@@ -81,7 +87,7 @@ class PerturbationExplainer(Configurable, ABC):
     def _estimate(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         """Attributions ``(T, ...)`` and extras, from one engine run of :meth:`_plan`."""
         plan = self._plan(ctx)
-        result = engine.run(plan, ctx.adapter, ctx.targets, budget=budget, progress=self.progress,
+        result = engine.run(plan, ctx.adapter, ctx.target, budget=budget, progress=self.progress,
                             desc=type(self).__name__, stopping=self._stopping())
         maps = plan.estimator.finalize()
         extras = self._extras(ctx, plan)
@@ -96,40 +102,10 @@ class PerturbationExplainer(Configurable, ABC):
         """Method-specific results for :attr:`Explanation.extras`."""
         return {}
 
-    def explain(self, model: object, x: np.ndarray, target: int | list[int] | None = None) -> Explanation:
-        """Explain the model's score(s) for one sample.
-
-        Parameters
-        ----------
-        model : Adapter or callable or torch.nn.Module
-            A :mod:`perturbx.adapters` adapter, or a bare model wrapped with defaults.
-        x : ndarray
-            One sample in the adapter's ``input_layout``, without a batch axis.
-        target : int, sequence of int or None
-            Class(es) to explain; None explains the model's top class for ``x``.
-
-        Returns
-        -------
-        Explanation
-            ``attributions`` of shape (H, W) for None or an int, (T, H, W) for a sequence.
-        """
-        start = time.perf_counter()
-        adapter = as_adapter(model)
-        x = adapter.check_sample(x)
-        queries_before = adapter.n_queries
-        scores = adapter.predict_batch(adapter.backend.asarray(x[None], adapter.dtype))[0]
-        targets, single = normalise_targets(target, len(scores), int(np.argmax(scores)))
-        rng = check_random_state(self.random_state)
-        baseline = resolve_baseline(self.baseline, x, adapter.layout, rng)
-        ctx = Context(x, baseline, adapter, adapter.layout, adapter.layout.to_chw(x.shape),
-                      targets, scores[targets], rng)
-        budget = None if self.max_queries is None else self.max_queries - 1
-        maps, extras = self._estimate(ctx, budget)
-        if maps.ndim == 4:  # per-channel attributions: keep them, report their sum
-            extras["channel_attributions"] = maps[0] if single else maps
-            maps = maps.sum(axis=1)
-        return Explanation(
-            attributions=maps[0] if single else maps, targets=targets,
-            n_queries=adapter.n_queries - queries_before, seconds=time.perf_counter() - start,
-            method=type(self).__name__, params=self.get_params(), scores=scores[targets],
-            input=x, input_layout=adapter.layout.name, extras=extras)
+    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        """Resolve the baseline, then :meth:`_estimate` (one engine run of :meth:`_plan` by default)."""
+        adapter, x = request.adapter, request.x
+        baseline = resolve_baseline(self.baseline, x, adapter.layout, request.rng)
+        ctx = Context(x, baseline, adapter, adapter.layout, adapter.layout.to_chw(x.shape), request.target,
+                      request.reference, request.rng)
+        return self._estimate(ctx, request.budget)

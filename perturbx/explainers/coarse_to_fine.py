@@ -270,12 +270,12 @@ class CoarseToFineOcclusion(PerturbationExplainer):
         return self._estimate_by_window(ctx, budget)
 
     def _run_level(self, ctx: Context, plan: engine.Plan, k: int, budget: int | None, used: int) -> None:
-        engine.run(plan, ctx.adapter, ctx.targets, budget=None if budget is None else budget - used,
+        engine.run(plan, ctx.adapter, ctx.target, budget=None if budget is None else budget - used,
                    progress=self.progress, desc=f"{type(self).__name__} level {k}")
 
     def _estimate_by_stride(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         finest, grid = self._node_grid(ctx)
-        drops = np.zeros((len(ctx.targets), *finest.grid_shape))
+        drops = np.zeros((ctx.n_targets, *finest.grid_shape))
         queried = np.zeros(finest.grid_shape, dtype=bool)
         chosen, cells = grid.node_mask(0), None
         reports, exhausted, used = [], False, 0
@@ -319,7 +319,7 @@ class CoarseToFineOcclusion(PerturbationExplainer):
 
     def _estimate_by_window(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         levels = self._levels(ctx)
-        maps = np.zeros((len(ctx.targets), *ctx.chw[1:]))
+        maps = np.zeros((ctx.n_targets, *ctx.chw[1:]))
         level_map = np.zeros(ctx.chw[1:], dtype=np.int64)
         chosen = np.ones(levels[0].grid_shape, dtype=bool)
         reports, exhausted, used = [], False, 0

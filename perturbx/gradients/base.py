@@ -2,34 +2,37 @@
 
 from __future__ import annotations
 
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 import torch
 
-from perturbx._utils import Configurable, check_choice
-from perturbx.explanation import Explanation
+from perturbx._utils import check_choice
+from perturbx.adapters import Torch
+from perturbx.explainer import Explainer, Request
+from perturbx.targets import Target
 
 from ._reduce import REDUCTIONS, reduce_channels
 from ._session import Session, run_gradients, torch_adapter
 
 
-class GradientExplainer(Configurable, ABC):
+class GradientExplainer(Explainer):
     """Base of the gradient explainers; a method says how to :meth:`_attribute` a batch of samples.
 
     Subclasses validate and store their parameters in ``__init__``. The result of
-    ``explain`` keeps the unreduced attributions as ``extras["raw"]``.
+    ``explain`` keeps the unreduced attributions as ``extras["raw"]``. Targets must be
+    differentiable torch expressions of the module's output (:class:`~perturbx.targets.Class`,
+    :class:`~perturbx.targets.Output`, :class:`~perturbx.targets.Region`,
+    :class:`~perturbx.targets.Similarity`); others are refused before any query.
     """
 
     @abstractmethod
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
-        """Attributions ``(S, T, *attr_shape)`` of samples ``xs`` ``(S, *sample_shape)`` for every target.
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
+        """Attributions ``(S, T, *attr_shape)`` of samples ``xs`` ``(S, *sample_shape)`` for every target scalar.
 
-        ``first_is_x``: ``xs[0]`` is the unperturbed sample, so its forward pass may resolve
-        the targets. ``attr_shape`` is the sample's shape for pixel methods, the layer's
-        ``(h, w)`` for class activation maps.
+        ``attr_shape`` is the sample's shape for pixel methods, the layer's ``(h, w)`` for
+        class activation maps.
         """
 
     @abstractmethod
@@ -40,39 +43,24 @@ class GradientExplainer(Configurable, ABC):
         """Method-specific facts for :attr:`Explanation.extras`."""
         return {}
 
-    def explain(self, model: object, x: np.ndarray, target: int | list[int] | None = None) -> Explanation:
-        """Explain the model's score(s) for one sample.
+    def _adapter(self, model: object) -> Torch:
+        return torch_adapter(model, type(self).__name__)
 
-        Parameters
-        ----------
-        model : perturbx.adapters.Torch or torch.nn.Module
-            Gradients run on the adapter's device; a bare module is wrapped as ``Torch(module)``.
-        x : ndarray
-            One sample in the adapter's ``input_layout``, without a batch axis.
-        target : int, sequence of int or None
-            Class(es) to explain; None explains the model's top class for ``x``.
+    def _check_target(self, target: Target) -> None:
+        if not target.differentiable:
+            raise TypeError(f"{type(self).__name__} differentiates the target, but target={target!r} is not a "
+                            f"differentiable torch expression of the model's output. Gradient methods take "
+                            f"Class, Output, Region and Similarity targets (or Function(fn, differentiable="
+                            f"True)); use a black-box method such as perturbx.RISE or perturbx.DRISE for others.")
 
-        Returns
-        -------
-        Explanation
-            ``attributions`` (H, W) for None or an int, (T, H, W) for a sequence;
-            ``extras["raw"]`` the unreduced attributions with a target axis, as float64.
-        """
-        start = time.perf_counter()
-        adapter = torch_adapter(model, type(self).__name__)
-        x = adapter.check_sample(x)
-        before = adapter.n_queries
+    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        """Attributions of ``x`` from batched backward passes; ``extras["raw"]`` keeps them unreduced (float64)."""
         with torch.inference_mode(False), torch.enable_grad():
-            session = Session(adapter, x, target)
-            raw = self._attribute(session, session.xt[None], first_is_x=True)[0]
+            session = Session(request.adapter, request.x, request.target, request.reference)
+            raw = self._attribute(session, session.xt[None])[0]
             extras = self._extras(session, raw)
             maps = self._finish(session, raw)
-        extras = {"raw": raw.detach().to("cpu", torch.float64).numpy(), **extras}
-        return Explanation(
-            attributions=maps[0] if session.single else maps, targets=session.targets,
-            n_queries=adapter.n_queries - before, seconds=time.perf_counter() - start,
-            method=type(self).__name__, params=self.get_params(), scores=session.scores[session.targets],
-            input=x, input_layout=adapter.layout.name, extras=extras)
+        return maps, {"raw": raw.detach().to("cpu", torch.float64).numpy(), **extras}
 
 
 class PixelGradient(GradientExplainer):
@@ -93,7 +81,7 @@ class PixelGradient(GradientExplainer):
         """Attributions of a chunk from its rows and their gradients (both ``(n, *sample_shape)``)."""
         return grad
 
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
         n_targets = session.n_targets
         out = torch.empty((len(xs) * n_targets, *xs.shape[1:]), dtype=torch.float32, device=xs.device)
 
@@ -102,7 +90,7 @@ class PixelGradient(GradientExplainer):
 
         rows = torch.arange(len(out), device=xs.device)
         run_gradients(session, len(out), lambda lo, hi: xs[rows[lo:hi] // n_targets], rows % n_targets,
-                      consume, first_is_x=first_is_x, relu_rule=type(self).relu_rule)
+                      consume, relu_rule=type(self).relu_rule)
         return out.view(len(xs), n_targets, *xs.shape[1:])
 
     def _finish(self, session: Session, raw: torch.Tensor) -> np.ndarray:

@@ -63,7 +63,7 @@ class GradCAM(GradientExplainer):
         """Channel weights ``(n, C, 1, 1)`` from activations and gradients ``(n, C, h, w)``."""
         return grad.mean(dim=(2, 3), keepdim=True)
 
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
         name, layer = resolve_layer(session.module, self.layer, type(self).__name__)
         session.memo["layer"] = name
         n_targets = session.n_targets
@@ -75,7 +75,7 @@ class GradCAM(GradientExplainer):
 
         rows = torch.arange(len(xs) * n_targets, device=xs.device)
         run_gradients(session, len(rows), lambda lo, hi: xs[rows[lo:hi] // n_targets], rows % n_targets,
-                      consume, first_is_x=first_is_x, layer=(layer, name))
+                      consume, layer=(layer, name))
         cams = torch.cat(maps)
         return cams.view(len(xs), n_targets, *cams.shape[1:])
 

@@ -76,10 +76,10 @@ class GuidedGradCAM(PixelGradient):
         self.upsample = check_choice(upsample, "upsample", "GuidedGradCAM", UPSAMPLE_MODES)
         self._cam = GradCAM(layer, relu=True, upsample=upsample)
 
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
-        cams = self._cam._attribute(session, xs, first_is_x)                     # (S, T, h, w)
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
+        cams = self._cam._attribute(session, xs)                     # (S, T, h, w)
         session.memo["cam"] = cams
-        guided = GuidedBackprop()._attribute(session, xs, first_is_x=False)      # (S, T, *sample_shape)
+        guided = GuidedBackprop()._attribute(session, xs)      # (S, T, *sample_shape)
         up = self._cam._upsample(session, cams.reshape(-1, *cams.shape[2:]))    # (S*T, H, W)
         flat = guided.reshape(-1, *guided.shape[2:]) * session.layout.expand_masks(up)
         return flat.view(guided.shape)

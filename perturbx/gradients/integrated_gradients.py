@@ -90,7 +90,7 @@ class IntegratedGradients(PixelGradient):
             session.memo[key] = torch.as_tensor(b, dtype=torch.float32, device=session.xt.device)
         return session.memo[key]
 
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
         base = self._baseline(session)
         steps, alphas = quadrature(self.method, self.n_steps)
         dev = xs.device
@@ -116,8 +116,8 @@ class IntegratedGradients(PixelGradient):
 
     def _extras(self, session: Session, raw: torch.Tensor) -> dict[str, Any]:
         base = self._baseline(session)
-        f_base = session.scores_of(base[None])[0]
-        difference = session.scores[session.targets] - f_base[session.targets]
+        f_base = session.values_of(base[None])[0]
+        difference = session.reference - f_base
         sums = raw.detach().to("cpu", torch.float64).reshape(len(raw), -1).sum(dim=1).numpy()
         return {"completeness_gap": sums - difference, "score_difference": difference,
                 "baseline": base.to("cpu").numpy()}

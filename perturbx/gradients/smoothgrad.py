@@ -70,8 +70,7 @@ class SmoothGrad(GradientExplainer):
         check_random_state(random_state, owner="The 'random_state' parameter of SmoothGrad")
         self.random_state = random_state
 
-    def _attribute(self, session: Session, xs: torch.Tensor, first_is_x: bool) -> torch.Tensor:
-        session.ensure_targets()
+    def _attribute(self, session: Session, xs: torch.Tensor) -> torch.Tensor:
         seed = int(check_random_state(self.random_state).integers(0, 2**63 - 1))
         generator = torch.Generator(device=xs.device).manual_seed(seed)
         span = float(session.x.max() - session.x.min()) or 1.0
@@ -88,7 +87,7 @@ class SmoothGrad(GradientExplainer):
         for lo in range(0, self.n_samples, per_batch):
             k = min(per_batch, self.n_samples - lo)
             noisy = torch.cat([x[None] + torch.normal(0.0, std, generator=generator) for _ in range(k)])
-            attr = self.base._attribute(session, noisy, first_is_x=False)    # (k, T, *attr_shape)
+            attr = self.base._attribute(session, noisy)    # (k, T, *attr_shape)
             part, part_sq = attr.sum(dim=0), attr.pow(2).sum(dim=0)
             total = part if total is None else total + part
             total_sq = part_sq if total_sq is None else total_sq + part_sq

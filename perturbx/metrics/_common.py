@@ -7,10 +7,14 @@ import contextlib
 import numpy as np
 
 from perturbx.explanation import Explanation
+from perturbx.targets import BindInfo, Class, Target, bind, check_scores, evaluate
 
 
-def as_map(attribution: object, spatial: tuple[int, int] | None, owner: str) -> tuple[np.ndarray, int | None]:
+def as_map(attribution: object, spatial: tuple[int, int] | None, owner: str) -> tuple[np.ndarray, object]:
     """One attribution map ``(H, W)`` as float64, and the target it explains when known.
+
+    The target is the Explanation's bound :class:`~perturbx.targets.Target` (a class index
+    for an Explanation made without one), None for a bare map.
 
     Parameters
     ----------
@@ -27,7 +31,7 @@ def as_map(attribution: object, spatial: tuple[int, int] | None, owner: str) -> 
             raise ValueError(f"{owner} scores one map at a time, but the Explanation holds "
                              f"{len(attribution.targets)} targets (attributions of shape "
                              f"{attribution.attributions.shape}); pass e.attributions[i] and target=e.targets[i].")
-        target = int(attribution.targets[0])
+        target = attribution.target if attribution.target is not None else int(attribution.targets[0])
         attribution = attribution.attributions
     try:
         a = np.asarray(attribution, dtype=np.float64)
@@ -59,34 +63,56 @@ def as_mask(mask: object, shape: tuple[int, int], owner: str) -> np.ndarray:
     return m
 
 
-def reference_scores(adapter, x: np.ndarray) -> np.ndarray:
-    """The model's scores ``(n_classes,)`` for the unperturbed sample (one query)."""
-    return adapter.predict_batch(adapter.backend.asarray(x[None], adapter.dtype))[0]
+def reference_output(adapter, x: np.ndarray) -> object:
+    """The model's raw output for the unperturbed sample (one query)."""
+    return adapter.predict_raw(adapter.backend.asarray(x[None], adapter.dtype))
 
 
-def resolve_target(target: object, from_map: int | None, scores: np.ndarray | None, owner: str) -> int:
-    """The class a metric scores: ``target``, else the explanation's, else the top class of ``scores``.
+def resolve_target(adapter, x: np.ndarray, target: object, from_map: object, owner: str,
+                   *, need_reference: bool = False) -> tuple[Target, np.ndarray | None]:
+    """The bound target a metric scores, and the target's scalars ``(T,)`` for ``x`` when they were computed.
 
-    ``scores`` (the unperturbed scores) may be None when ``target`` or ``from_map`` is
-    given; the range is then checked when the model answers (:func:`target_in_range`).
+    ``target`` (an int or a :mod:`perturbx.targets` target), else the explanation's
+    (``from_map``), else the model's top class. A class index needs no query (its range is
+    checked when the model answers, :func:`target_in_range`); a target that must be bound
+    (the top class, every detection, ...) or ``need_reference`` costs one query for ``x``.
     """
     if target is None:
-        return int(np.argmax(scores)) if from_map is None else from_map
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
-        raise TypeError(f"The 'target' argument of {owner} must be a non-negative int or None. Got {target!r}.")
-    if scores is not None and int(target) >= len(scores):
-        raise ValueError(f"The 'target' argument of {owner} is {target} but the model returns "
-                         f"{len(scores)} classes; use a class index in [0, {len(scores) - 1}].")
-    return int(target)
+        target = from_map
+    elif isinstance(target, bool) or (not isinstance(target, (int, np.integer, Target))) or (
+            isinstance(target, (int, np.integer)) and target < 0):
+        raise TypeError(f"The 'target' argument of {owner} must be a non-negative int, a target from "
+                        f"perturbx.targets or None. Got {target!r}.")
+    if isinstance(target, (int, np.integer)):
+        target = Class(int(target))
+    if target is not None and target.bound and not need_reference:
+        return target, None
+    output = reference_output(adapter, x)
+    if target is None or not target.bound:
+        info = BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name())
+        return bind(Class(None) if target is None else target, output, info)
+    if isinstance(target, Class) and target.output is None:
+        n_classes = check_scores(output, 1, adapter._model_name()).shape[1]
+        if max(target.labels) >= n_classes:
+            raise ValueError(f"The 'target' argument of {owner} is {target_label(target)} but the model returns "
+                             f"{n_classes} classes; use a class index in [0, {n_classes - 1}].")
+    return target, evaluate(target, output, 1, adapter._model_name())[0]
+
+
+def target_label(target: Target) -> object:
+    """How a metric's result names its target: the class index for one class, else the target."""
+    if isinstance(target, Class) and target.n_outputs == 1:
+        return int(target.labels[0])
+    return target
 
 
 @contextlib.contextmanager
-def target_in_range(target: int, owner: str):
+def target_in_range(target: object, owner: str):
     """Turn the engine's IndexError for a class the model does not return into a ValueError."""
     try:
         yield
     except IndexError as exc:
         if "out of bounds" not in str(exc):
             raise
-        raise ValueError(f"The 'target' argument of {owner} is {target} but the model returns fewer classes "
-                         f"({exc}); use a class index the model returns.") from exc
+        raise ValueError(f"The 'target' argument of {owner} is {target_label(target)} but the model returns "
+                         f"fewer classes ({exc}); use a class index the model returns.") from exc

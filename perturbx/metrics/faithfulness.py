@@ -28,7 +28,7 @@ from perturbx.adapters import as_adapter
 from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.renderers import BlendRenderer
 
-from ._common import as_map, reference_scores, resolve_target, target_in_range
+from ._common import as_map, resolve_target, target_in_range, target_label
 
 __all__ = ["Curve", "deletion", "insertion", "pixel_order"]
 
@@ -46,8 +46,9 @@ class Curve:
         Fraction of the pixels removed (deletion) or inserted (insertion) at each step,
         from 0 to 1.
     scores : ndarray (S + 1,)
-        The model's score for ``target`` at each step, in the model's output units.
-    target : int
+        The target's scalar at each step, in the model's output units.
+    target : int or Target
+        The class index for a class target, else the bound :mod:`perturbx.targets` target.
     step : int
         Pixels removed or inserted per step.
     n_queries : int
@@ -59,7 +60,7 @@ class Curve:
     kind: str
     fractions: np.ndarray
     scores: np.ndarray
-    target: int
+    target: object
     step: int
     n_queries: int
     params: dict = field(default_factory=dict)
@@ -104,6 +105,8 @@ class StepChunk:
 class StepSampler:
     """Yields the steps ``first .. n_steps`` of a deletion or insertion curve in chunks."""
 
+    chunk_type = StepChunk
+
     def __init__(self, ranks: np.ndarray, step: int, kind: str, first: int) -> None:
         self.spatial = tuple(ranks.shape)
         self.step, self.kind, self.first = step, kind, first
@@ -126,6 +129,8 @@ class StepSampler:
 class CurveCollector:
     """Estimator that keeps the score of every step (the curve is small)."""
 
+    chunk_type = StepChunk
+
     def __init__(self, n_steps: int) -> None:
         self.scores = np.full(n_steps + 1, np.nan)
 
@@ -147,23 +152,22 @@ def _curve(kind: str, model: object, x: np.ndarray, attribution: object, target:
     substrate = check_baseline(substrate, owner)
     rng = check_random_state(random_state, owner=f"The 'random_state' argument of {owner}")
     before = adapter.n_queries
-    ref = None
-    if target is None and map_target is None:  # the top class needs the unperturbed scores
-        ref = reference_scores(adapter, x)
-    target = resolve_target(target, map_target, ref, owner)
+    target, ref = resolve_target(adapter, x, target, map_target, owner)
+    if target.n_outputs != 1:
+        raise ValueError(f"{owner} records one scalar per step, but the target has {target.n_outputs} "
+                         f"({target.names}); pass target.subset(i) or an Explanation of one target.")
     base = resolve_baseline(substrate, x, adapter.layout, rng)
     first = 1 if kind == "deletion" and ref is not None else 0  # a deletion curve starts at the input
     sampler = StepSampler(pixel_order(amap), step, kind, first)
     collector = CurveCollector(sampler.n_steps)
     if first:
-        collector.scores[0] = ref[target]
+        collector.scores[0] = ref[0]
     renderer = BlendRenderer(x, base, adapter.layout, adapter.backend, adapter.dtype)
     with target_in_range(target, owner):
-        engine.run(engine.Plan(sampler, renderer, collector), adapter, np.array([target]),
-                   progress=progress, desc=kind)
+        engine.run(engine.Plan(sampler, renderer, collector), adapter, target, progress=progress, desc=kind)
     n_pixels = amap.size
     fractions = np.minimum(np.arange(sampler.n_steps + 1) * step, n_pixels) / n_pixels
-    return Curve(kind, fractions, collector.finalize(), target, step, adapter.n_queries - before,
+    return Curve(kind, fractions, collector.finalize(), target_label(target), step, adapter.n_queries - before,
                  {"step": step, "substrate": substrate if not isinstance(substrate, np.ndarray) else "array"})
 
 

@@ -18,13 +18,15 @@ from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.renderers import BlendRenderer
 from perturbx.samplers import RandomGridSampler
 
-from ._common import as_map, reference_scores, resolve_target
+from ._common import as_map, resolve_target, target_in_range
 
 __all__ = ["infidelity", "max_sensitivity"]
 
 
 class _DotCollector:
     """Keeps, per perturbation, ``sum(M * a)`` (M = 1 - keep-mask) and the perturbed score."""
+
+    chunk_type = None
 
     def __init__(self, backend, amap: np.ndarray, dtype) -> None:
         self.backend = backend
@@ -95,15 +97,18 @@ def infidelity(model: object, x: np.ndarray, attribution: object, target: int | 
     x = adapter.check_sample(x)
     spatial = adapter.layout.spatial_shape(x.shape)
     amap, map_target = as_map(attribution, spatial, owner)
-    ref = reference_scores(adapter, x)
-    target = resolve_target(target, map_target, ref, owner)
+    target, ref = resolve_target(adapter, x, target, map_target, owner, need_reference=True)
+    if target.n_outputs != 1:
+        raise ValueError(f"{owner} scores one scalar, but the target has {target.n_outputs} ({target.names}); "
+                         f"pass target.subset(i) or an Explanation of one target.")
     base = resolve_baseline(baseline, x, adapter.layout, rng)
     collector = _DotCollector(adapter.backend, amap, adapter.dtype)
     plan = engine.Plan(RandomGridSampler(spatial, n, grid, p, rng),
                        BlendRenderer(x, base, adapter.layout, adapter.backend, adapter.dtype), collector)
-    engine.run(plan, adapter, np.array([target]), progress=progress, desc=owner)
+    with target_in_range(target, owner):
+        engine.run(plan, adapter, target, progress=progress, desc=owner)
     dots, scores = collector.finalize()
-    return infidelity_from_pairs(dots, ref[target] - scores, normalize=normalize)
+    return infidelity_from_pairs(dots, ref[0] - scores, normalize=normalize)
 
 
 def infidelity_from_pairs(dots: np.ndarray, drops: np.ndarray, *, normalize: bool) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 from perturbx._utils import check_int
 
-from ._common import as_map
+from ._common import as_map, target_label
 
 __all__ = ["RandomizationResult", "layer_seed", "model_randomization", "parameter_layers", "spearman"]
 
@@ -152,4 +152,4 @@ def model_randomization(model, explainer, x: np.ndarray, target: int | None = No
         a, _ = as_map(explainer.explain(make_adapter(randomised), x, target), a0.shape, "model_randomization")
         maps.append(a)
         rhos.append(spearman(a0, a, absolute=absolute))
-    return RandomizationResult(names, np.array(rhos), np.stack(maps), int(target))
+    return RandomizationResult(names, np.array(rhos), np.stack(maps), target_label(target))

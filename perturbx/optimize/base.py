@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from perturbx._utils import Configurable, check_choice, check_float, check_int, check_random_state, normalise_targets
-from perturbx.adapters import Adapter, Torch, as_adapter
-from perturbx.explanation import Explanation
+from perturbx._utils import check_choice, check_float, check_int, check_random_state
+from perturbx.adapters import Adapter, Torch
+from perturbx.explainer import Explainer, Request
+from perturbx.targets import Target
 
 from .masks import _torch
 from .objectives import REFERENCE_SIDE
@@ -26,20 +26,26 @@ class Setup:
     """One explanation's inputs, as the method's ``_problem`` sees them.
 
     ``x`` is the validated sample in the model's layout, ``hw`` its (H, W), ``scale``
-    the factor from 224-px constants to this image (``sqrt(H W) / 224``), ``targets``
-    the classes explained (T,), ``device`` where masks and batches are built.
+    the factor from 224-px constants to this image (``sqrt(H W) / 224``), ``target``
+    the bound target, ``targets`` the positions ``0 .. T-1`` of its scalars (a mask's
+    loss reads the scalar at its position), ``device`` where masks and batches are built.
     """
 
     x: np.ndarray
     hw: tuple[int, int]
     scale: float
     adapter: Adapter
-    targets: np.ndarray
+    target: Target
     device: Any
     rng: np.random.Generator
 
+    @property
+    def targets(self) -> np.ndarray:
+        """Positions ``(T,)`` of the target's scalars."""
+        return np.arange(self.target.n_outputs)
 
-class MaskExplainer(Configurable, ABC):
+
+class MaskExplainer(Explainer):
     """Base of :class:`~perturbx.MeaningfulPerturbation` and :class:`~perturbx.ExtremalPerturbation`.
 
     A method says how to build its :class:`~perturbx.optimize.optimizers.MaskProblem`
@@ -77,73 +83,55 @@ class MaskExplainer(Configurable, ABC):
     #: True when a method optimises one mask per target (its extras then drop that axis)
     single_mask = False
 
-    def _select_optimizer(self, adapter: Adapter, rng: np.random.Generator):
+    def _select_optimizer(self, adapter: Adapter, target: Target, rng: np.random.Generator):
         choice = self.optimizer
         if choice == "auto":
-            choice = "autograd" if isinstance(adapter, Torch) else "zeroth_order"
+            choice = "autograd" if isinstance(adapter, Torch) and target.differentiable else "zeroth_order"
         if choice == "autograd":
+            if not target.differentiable:
+                raise TypeError(f"optimizer='autograd' back-propagates through the target, but target={target!r} "
+                                f"is not a differentiable torch expression of the output; use "
+                                f"optimizer='zeroth_order' (or 'auto').")
             return Autograd(adapter)
         return ZerothOrder(adapter, self.n_pairs, self.search_sigma, self.search_grid, rng)
 
-    def explain(self, model: object, x: np.ndarray, target: int | list[int] | None = None) -> Explanation:
-        """Optimise the mask(s) explaining the model's score(s) for one image.
-
-        Parameters
-        ----------
-        model : Adapter or callable or torch.nn.Module
-            A :mod:`perturbx.adapters` adapter, or a bare model wrapped with defaults.
-        x : ndarray
-            One image in the adapter's ``input_layout`` (``CHW``, ``HWC`` or ``HW``), no
-            batch axis, at least 8 x 8 pixels.
-        target : int, sequence of int or None
-            Class(es) to explain; None explains the model's top class for ``x``.
-
-        Returns
-        -------
-        Explanation
-            ``attributions`` ``(H, W)`` for None or an int, ``(T, H, W)`` for a sequence;
-            ``extras`` as documented by the method.
-        """
-        start = time.perf_counter()
-        adapter = as_adapter(model)
+    def _check_sample(self, adapter: Adapter, x: object) -> np.ndarray:
         x = adapter.check_sample(x)
         hw = adapter.layout.spatial_shape(x.shape)
         if min(hw) < MIN_SIDE:
             raise ValueError(f"{type(self).__name__} optimises a mask over an image of at least "
                              f"{MIN_SIDE} x {MIN_SIDE} pixels; got a sample of shape {x.shape} "
                              f"(H, W = {hw}). Check the adapter's input_layout.")
-        queries_before = adapter.n_queries
-        scores = adapter.predict_batch(adapter.backend.asarray(x[None], adapter.dtype))[0]
-        targets, single = normalise_targets(target, len(scores), int(np.argmax(scores)))
-        rng = check_random_state(self.random_state)
-        optimiser = self._select_optimizer(adapter, rng)
+        return x
+
+    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        """Optimise the mask(s) of every target scalar, score them once, turn them into maps."""
+        adapter, hw, target = request.adapter, request.hw, request.target
+        optimiser = self._select_optimizer(adapter, target, request.rng)
         device = adapter.device if isinstance(adapter, Torch) else _torch().device("cpu")
-        setup = Setup(x, hw, float(np.sqrt(hw[0] * hw[1])) / REFERENCE_SIDE, adapter, targets, device, rng)
-        budget = None if self.max_queries is None else self.max_queries - 1
+        setup = Setup(request.x, hw, float(np.sqrt(hw[0] * hw[1])) / REFERENCE_SIDE, adapter, target, device,
+                      request.rng)
+        budget = request.budget
         with grad_enabled():
             problem = self._problem(setup)
+            problem.target = target
             if budget is not None:
                 budget -= len(problem.targets)  # keep one row per mask for scoring the final masks
             result = optimiser.run(problem, budget)
             kept = self._score_masks(problem, result, adapter)
-        masks = result.masks.reshape(len(targets), -1, *hw)
-        maps = self._attributions(masks)
-        extras = self._extras(result, masks, kept, single)
+        masks = result.masks.reshape(target.n_outputs, -1, *hw)
+        extras = self._extras(result, masks, kept, target.single)
         extras.update(optimizer=optimiser.name, steps_done=result.steps_done, optimizer_queries=result.n_queries,
                       stopped_by_budget=result.stopped_by_budget, **self._method_extras(masks, setup))
-        return Explanation(
-            attributions=maps[0] if single else maps, targets=targets,
-            n_queries=adapter.n_queries - queries_before, seconds=time.perf_counter() - start,
-            method=type(self).__name__, params=self.get_params(), scores=scores[targets],
-            input=x, input_layout=adapter.layout.name, extras=extras)
+        return self._attributions(masks), extras
 
     @staticmethod
     def _score_masks(problem: MaskProblem, result: OptimResult, adapter: Adapter) -> np.ndarray:
-        """The target score of the input perturbed by each final mask ``(n,)`` (one batched call)."""
+        """The target scalar of the input perturbed by each final mask ``(n,)`` (one batched call)."""
         torch = _torch()
         with torch.no_grad():
             batch = problem.render(problem.generate(result.params))
-        scores = score_torch_batch(adapter, batch)
+        scores = score_torch_batch(adapter, batch, problem.target)
         return scores[np.arange(len(scores)), problem.targets]
 
     def _extras(self, result: OptimResult, masks: np.ndarray, kept: np.ndarray, single: bool) -> dict[str, Any]:

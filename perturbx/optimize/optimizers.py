@@ -47,7 +47,7 @@ class MaskProblem:
     render : callable
         Masks ``(m, H, W)`` -> model batch ``(m, *sample_shape)`` (differentiable).
     targets : ndarray of int, shape (n,)
-        Class whose score each mask's loss uses.
+        Position (among the target's ``T`` scalars) of the scalar each mask's loss uses.
     model_loss : callable
         Target scores ``(m,)`` -> loss ``(m,)`` (e.g. the score for a deletion game).
     regulariser : callable
@@ -68,6 +68,9 @@ class MaskProblem:
     make_optimizer: Callable
     steps: int
     jitter: bool = False
+    #: the bound target (set by the explainer): the model output -> scalars ``(m, T)``; None: the model's
+    #: class scores, ``targets`` then being class indices
+    target: object = None
 
 
 @dataclass
@@ -145,10 +148,11 @@ def frozen(module):
             p.requires_grad_(flag)
 
 
-def score_torch_batch(adapter, batch) -> np.ndarray:
-    """Scores ``(n, n_classes)`` of a torch batch: moved to the adapter's backend, in ``batch_size`` calls."""
+def score_torch_batch(adapter, batch, target=None) -> np.ndarray:
+    """A torch batch's target scalars ``(n, T)`` (or class scores without a target), on the adapter's backend,
+    in ``batch_size`` calls."""
     batch = batch.cpu().numpy() if adapter.backend.name == "numpy" else batch.to(adapter.backend.device)
-    return predict_in_batches(adapter, batch)
+    return predict_in_batches(adapter, batch, target)
 
 
 def _flip(batch, layout):
@@ -179,15 +183,15 @@ class Autograd:
                             f"{type(adapter).__name__}. Use optimizer='zeroth_order' (or 'auto') for other models.")
         self.adapter = adapter
 
-    def _scores(self, batch, targets):
+    def _scores(self, batch, target, positions):
+        """The scalar at ``positions`` (n,) of each row's target scalars, differentiable."""
         torch = _torch()
-        out = self.adapter.module(batch)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        out = self.adapter._postprocess(self.adapter.module(batch))
+        if target is None and (not isinstance(out, torch.Tensor) or out.ndim != 2):
             raise ValueError(f"The torch module must return scores of shape (n, n_classes); got "
                              f"{getattr(out, 'shape', type(out).__name__)}.")
-        if self.adapter.output == "probs":
-            out = torch.softmax(out, dim=1)
-        return out[torch.arange(len(out), device=out.device), targets]
+        values = out if target is None else target.torch_scores(out)
+        return values[torch.arange(len(values), device=values.device), positions]
 
     def run(self, problem: MaskProblem, budget: int | None = None) -> OptimResult:
         """Optimise ``problem``; ``budget`` caps the model rows (the run stops early at it)."""
@@ -205,7 +209,7 @@ class Autograd:
                 batch = problem.render(masks)
                 if problem.jitter and t % 2 == 0:
                     batch = _flip(batch, layout)
-                model = problem.model_loss(self._scores(batch, targets))
+                model = problem.model_loss(self._scores(batch, problem.target, targets))
                 total = model + problem.regulariser(masks, t)
                 (grad,) = torch.autograd.grad(total.sum(), params)
                 self.adapter.n_queries += n
@@ -283,7 +287,7 @@ class ZerothOrder:
         batch = problem.render(masks)
         if problem.jitter and step % 2 == 0:
             batch = _flip(batch, adapter.layout)
-        scores = score_torch_batch(adapter, batch)
+        scores = score_torch_batch(adapter, batch, problem.target)
         n = len(problem.targets)
         picked = scores[np.arange(len(scores)), np.repeat(problem.targets, 2 * self.n_pairs)]
         return problem.model_loss(torch.as_tensor(picked)).numpy().reshape(n, 2 * self.n_pairs)

@@ -77,6 +77,11 @@ class CoalitionChunk:
         return picked.reshape(len(self.z), *self.segmap.segments.shape)
 
 
+@dataclass(frozen=True)
+class WeightedCoalitionChunk(CoalitionChunk):
+    """Coalitions of KernelSHAP's design: ``weights``, replicate ``groups`` and ``strata`` all given."""
+
+
 def sylvester_hadamard(h: int) -> np.ndarray:
     """The ``h x h`` Sylvester Hadamard matrix of +-1 (``h`` a power of two): orthogonal columns."""
     out = np.ones((1, 1), dtype=np.int8)
@@ -124,6 +129,8 @@ class UniformCoalitionSampler:
 
     The coalitions do not depend on the chunk size (the model's batch size).
     """
+
+    chunk_type = CoalitionChunk
 
     def __init__(self, segmap: SegmentMap, n_total: int, rng: np.random.Generator, design: str = "iid") -> None:
         if design not in UNIFORM_DESIGNS:
@@ -320,6 +327,8 @@ class ShapleyKernelSampler:
     ``__init__`` (sampling without replacement needs to know what was drawn).
     """
 
+    chunk_type = WeightedCoalitionChunk
+
     def __init__(self, segmap: SegmentMap, n_samples: int, rng: np.random.Generator, *,
                  n_groups: int = 16, sampling: str = "stratified") -> None:
         if sampling not in SAMPLING:
@@ -443,7 +452,7 @@ class ShapleyKernelSampler:
         z, w, g, k = self._design
         for start in range(0, self.n_total, chunk_size):
             stop = min(start + chunk_size, self.n_total)
-            yield CoalitionChunk(z[start:stop], w[start:stop], g[start:stop], self.segmap, k[start:stop])
+            yield WeightedCoalitionChunk(z[start:stop], w[start:stop], g[start:stop], self.segmap, k[start:stop])
 
     def gram(self) -> np.ndarray:
         """``sum_z w(z) z z^T`` (M, M) of the whole design (known before any query)."""
@@ -474,6 +483,8 @@ class PermutationSampler:
     2 * n_pairs * (M - 1)``. Permutations are drawn in ``__init__`` (``2 * n_pairs * M``
     small ints); prefixes are built chunk by chunk.
     """
+
+    chunk_type = PermutationChunk
 
     def __init__(self, segmap: SegmentMap, n_pairs: int, rng: np.random.Generator) -> None:
         m = segmap.n_segments

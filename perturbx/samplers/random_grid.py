@@ -91,6 +91,8 @@ class RandomGridSampler:
     depend on the chunk size (the model's batch size).
     """
 
+    chunk_type = GridChunk
+
     def __init__(self, spatial: tuple[int, int], n_masks: int, grid_size: tuple[int, int],
                  p_keep: float, rng: np.random.Generator) -> None:
         self.n_total, self.p_keep = n_masks, p_keep

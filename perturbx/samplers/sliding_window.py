@@ -53,6 +53,8 @@ class SlidingWindowSampler:
     window, stride : tuple of int, same length as ``shape``
     """
 
+    chunk_type = WindowChunk
+
     def __init__(self, shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> None:
         self.shape, self.window, self.stride = tuple(shape), tuple(window), tuple(stride)
         axes = [window_starts(n, w, s) for n, w, s in zip(self.shape, self.window, self.stride, strict=True)]

@@ -25,6 +25,8 @@ class WindowSubsetSampler:
         Start offset of each window; a window reaching past the border is cropped there.
     """
 
+    chunk_type = WindowChunk
+
     def __init__(self, shape: tuple[int, ...], window: tuple[int, ...], starts: np.ndarray) -> None:
         self.shape, self.window = tuple(shape), tuple(window)
         starts = np.asarray(starts, dtype=np.int64).reshape(-1, len(self.shape))

@@ -1,0 +1,130 @@
+"""What every explainer shares: one ``explain()`` for black-box, mask-optimisation and gradient methods.
+
+:meth:`Explainer.explain` validates the sample, makes the reference query (the model's
+output for the unperturbed input), binds the target to it (:mod:`perturbx.targets`),
+works out the query budget and builds the :class:`~perturbx.Explanation`; a family of
+methods supplies one hook, :meth:`Explainer._explain`, that turns a :class:`Request`
+into attributions. The black-box family (``perturbx.explainers``) runs the engine there,
+the mask-optimisation family (``perturbx.optimize``) an optimiser, the gradient family
+(``perturbx.gradients``) batched backward passes.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from perturbx._utils import Configurable, check_random_state
+from perturbx.adapters import Adapter, as_adapter
+from perturbx.explanation import Explanation
+from perturbx.targets import BindInfo, Target, as_target, bind
+
+
+@dataclass
+class Request:
+    """One ``explain`` call, as a method family sees it.
+
+    Attributes
+    ----------
+    x : ndarray, shape ``sample_shape``
+        The validated sample in the model's layout (float, finite).
+    adapter : Adapter
+    target : Target
+        The bound target: ``target.scores(outputs)`` gives ``(n, T)``.
+    reference : ndarray (T,)
+        The target's scalars for the unperturbed input.
+    output : object
+        The model's raw output for the unperturbed input (a batch of one row, numpy).
+    rng : numpy Generator
+        From the explainer's ``random_state``.
+    budget : int or None
+        Model queries left after the reference query (None: no ``max_queries``).
+    """
+
+    x: np.ndarray
+    adapter: Adapter
+    target: Target
+    reference: np.ndarray
+    output: object
+    rng: np.random.Generator
+    budget: int | None
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(H, W) of the sample."""
+        return self.adapter.layout.spatial_shape(self.x.shape)
+
+
+class Explainer(Configurable, ABC):
+    """Base of every explainer: ``explain(model, x, target)`` returning an :class:`~perturbx.Explanation`.
+
+    A family overrides :meth:`_explain` and, where it differs, :meth:`_adapter` (which
+    models it accepts), :meth:`_check_sample`, :meth:`_check_target` and
+    :meth:`_default_target`. Parameters named ``random_state`` and ``max_queries`` are
+    used when the explainer has them.
+    """
+
+    def _adapter(self, model: object) -> Adapter:
+        """The model as an adapter (a bare model is wrapped with defaults)."""
+        return as_adapter(model)
+
+    def _check_sample(self, adapter: Adapter, x: object) -> np.ndarray:
+        """``x`` validated for ``adapter`` (one sample, no batch axis)."""
+        return adapter.check_sample(x)
+
+    def _default_target(self) -> object:
+        """What ``target=None`` means: the top class (``Class(None)``) unless a method says otherwise."""
+        return None
+
+    def _check_target(self, target: Target) -> None:
+        """Refuse, before any query, a target this family cannot explain (e.g. a non-differentiable one)."""
+
+    @abstractmethod
+    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        """Attributions ``(T, H, W)`` (or ``(T, C, H, W)`` per channel) and the method's extras."""
+
+    def explain(self, model: object, x: np.ndarray, target: object = None) -> Explanation:
+        """Explain the model's output for one sample.
+
+        Parameters
+        ----------
+        model : Adapter, torch.nn.Module or callable
+            A :mod:`perturbx.adapters` adapter, or a bare model wrapped with defaults.
+        x : ndarray
+            One sample in the adapter's ``input_layout``, without a batch axis.
+        target : None, int, sequence of int, Target or callable
+            What to explain (:mod:`perturbx.targets`): None is the model's top class (or the
+            method's default, e.g. every detection for :class:`~perturbx.DRISE`), an int or
+            a list of ints are classes, a target object reads any other output.
+
+        Returns
+        -------
+        Explanation
+            ``attributions`` of shape (H, W) for one scalar asked for as such (None, an int,
+            one box ...), (T, H, W) for several; ``target`` the bound target.
+        """
+        start = time.perf_counter()
+        adapter = self._adapter(model)
+        x = self._check_sample(adapter, x)
+        wanted = as_target(self._default_target() if target is None else target)
+        self._check_target(wanted)
+        before = adapter.n_queries
+        output = adapter.predict_raw(adapter.backend.asarray(x[None], adapter.dtype))
+        bound, reference = bind(wanted, output, BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name()))
+        max_queries = getattr(self, "max_queries", None)
+        request = Request(x, adapter, bound, reference, output,
+                          check_random_state(getattr(self, "random_state", None)),
+                          None if max_queries is None else max_queries - 1)
+        maps, extras = self._explain(request)
+        if maps.ndim == 4:  # per-channel attributions: keep them, report their sum
+            extras["channel_attributions"] = maps[0] if bound.single else maps
+            maps = maps.sum(axis=1)
+        return Explanation(
+            attributions=maps[0] if bound.single else maps, targets=bound.labels,
+            n_queries=adapter.n_queries - before, seconds=time.perf_counter() - start,
+            method=type(self).__name__, params=self.get_params(), scores=reference,
+            input=x, input_layout=adapter.layout.name, extras=extras, target=bound)
