@@ -116,3 +116,94 @@ def target_in_range(target: object, owner: str):
             raise
         raise ValueError(f"The 'target' argument of {owner} is {target_label(target)} but the model returns "
                          f"fewer classes ({exc}); use a class index the model returns.") from exc
+
+
+ORDERS = ("morf", "lerf", "random")
+
+
+def pixel_ranks(attribution: np.ndarray, order: str = "morf", rng: np.random.Generator | None = None) -> np.ndarray:
+    """Rank of every pixel ``(H, W)`` (0 = first moved) in the given order.
+
+    ``"morf"``: most relevant first (decreasing attribution); ``"lerf"``: least relevant
+    first (increasing attribution); ``"random"``: a uniform random permutation from
+    ``rng``, whatever the map. Ties keep raster order (a stable sort), so the order is
+    deterministic and all channels of a pixel always move together.
+    """
+    flat = np.asarray(attribution, dtype=np.float64).ravel()
+    if order == "random":
+        if rng is None:
+            raise ValueError("pixel_ranks(order='random') needs a random generator (rng).")
+        sequence = rng.permutation(flat.size)
+    else:
+        sequence = np.argsort(-flat if order == "morf" else flat, kind="stable")
+    ranks = np.empty(flat.size, dtype=np.int64)
+    ranks[sequence] = np.arange(flat.size)
+    return ranks.reshape(np.shape(attribution))
+
+
+def prepare(model: object, x: object, attribution: object, target: object, owner: str, *,
+            need_reference: bool = False):
+    """``(adapter, x, map (H, W), bound target of one scalar, reference scalars or None)`` for a metric."""
+    from perturbx.adapters import as_adapter
+
+    adapter = as_adapter(model)
+    x = adapter.check_sample(x)
+    amap, map_target = as_map(attribution, adapter.layout.spatial_shape(x.shape), owner)
+    bound, ref = resolve_target(adapter, x, target, map_target, owner, need_reference=need_reference)
+    one_scalar(bound, owner)
+    return adapter, x, amap, bound, ref
+
+
+def one_scalar(target: Target, owner: str) -> None:
+    """Raise ValueError unless the bound target gives one scalar per row."""
+    if target.n_outputs != 1:
+        raise ValueError(f"{owner} scores one scalar, but the target has {target.n_outputs} ({target.names}); "
+                         f"pass target.subset(i) or an Explanation of one target.")
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two vectors; NaN when either is constant (no correlation is defined)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    da, db = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((da * da).sum() * (db * db).sum()))
+    return float((da * db).sum() / denom) if denom > 0 else float("nan")
+
+
+def torch_module_of(model: object, argument: str, owner: str):
+    """The ``torch.nn.Module`` behind ``model`` (a module or a Torch adapter), else a TypeError naming ``argument``."""
+    from perturbx.adapters import Torch
+
+    if isinstance(model, Torch):
+        return model.module
+    module_type = type(model).__module__.split(".")[0]
+    if module_type == "torch":
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            return model
+    raise TypeError(f"The {argument!r} argument of {owner} must be a torch.nn.Module or a "
+                    f"perturbx.adapters.Torch adapter: {owner} reads the model's parameters or layers, which a "
+                    f"{type(model).__name__} does not expose (a remote, ONNX or plain-function model is only "
+                    f"answers). Pass the torch model itself.")
+
+
+def check_real(value: object, name: str, owner: str, *, low: float = 0.0, low_open: bool = True) -> float:
+    """A finite real ``> low`` (``>= low`` when not ``low_open``), else a ValueError naming ``name``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and np.isfinite(value) and (value > low if low_open else value >= low)
+    if not ok:
+        sign = ">" if low_open else ">="
+        raise ValueError(f"The {name!r} argument of {owner} must be a finite real number {sign} {low:g}. "
+                         f"Got {value!r}.")
+    return float(value)
+
+
+def trapezoid(y: np.ndarray, x: np.ndarray | None = None) -> float:
+    """Area under ``y`` by the trapezoidal rule (over ``x``, else unit spacing); any numpy version.
+
+    numpy 2.4 removed ``np.trapz`` and numpy < 2 lacks ``np.trapezoid``; this is neither.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    dx = np.ones(len(y) - 1) if x is None else np.diff(np.asarray(x, dtype=np.float64))
+    return float(np.sum(dx * (y[1:] + y[:-1])) / 2.0) if len(y) > 1 else 0.0
