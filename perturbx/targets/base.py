@@ -200,7 +200,8 @@ def _check_finite(values: np.ndarray, n_rows: int, who: str, what: str) -> None:
 
 
 def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
+    """A sentence start: "the model ..." -> "The model ..."; "target=..." stays as written."""
+    return "The" + text[3:] if text.startswith("the ") else text
 
 
 # -- helpers shared by the target kinds ------------------------------------------------------------------
