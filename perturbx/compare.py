@@ -3,20 +3,16 @@
 :func:`compare` explains every image with every method, scores each explanation with
 the chosen metrics (faithfulness, localisation, robustness, sanity) and its cost
 (model queries and seconds), and returns a :class:`Comparison`: one row per image and
-method, one aggregated row per method (mean and 95 % confidence interval), a markdown
-table, a CSV, a figure (images x methods, ground truth outlined) and a self-contained
-HTML report.
+method, one aggregated row per method (mean and a bootstrap percentile interval), the
+scale of every map, a markdown table and a CSV. Its figures and the self-contained HTML
+report are drawn by :mod:`perturbx.report` (matplotlib and jinja2, imported only there).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import csv
 import datetime
-import html
-import io
-import json
 import platform
 import sys
 import time
@@ -32,10 +28,56 @@ from .explanation import Explanation, _display_image
 from .metrics.faithfulness import Curve
 from .metrics.specs import Case, MetricSpec, direction, resolve_metrics
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["CONFIDENCE", "NEGLIGIBLE", "N_RESAMPLES", "Comparison", "MapScale", "compare", "mean_interval"]
 
 COST_COLUMNS = ("queries", "seconds")
-_GRID = np.linspace(0.0, 1.0, 101)
+#: Coverage of the summary's intervals
+CONFIDENCE = 0.95
+#: Bootstrap resamples behind each interval
+N_RESAMPLES = 2000
+#: A map in score units is flagged negligible when max|a| < NEGLIGIBLE * |f(x)|
+NEGLIGIBLE = 0.01
+
+
+@dataclass(frozen=True)
+class MapScale:
+    """The colour scale of one map and whether its range is negligible.
+
+    Attributes
+    ----------
+    max_abs : float
+        ``max |a|`` over the map's pixels: its colour scale runs from ``-max_abs`` to
+        ``+max_abs``, symmetric about zero.
+    score : float
+        ``f(x)``: the model's score of the explained class on the unperturbed image
+        (NaN when the explanation did not say).
+    units : {"score", "other"}
+        "score" when the map's values are changes of that score, or expected scores
+        (the perturbation methods: occlusion, RISE, LIME, KernelSHAP, ...); "other" for
+        gradients, activations and optimised masks, whose values are not comparable with
+        a score.
+    threshold : float
+        The share of ``|f(x)|`` below which a map in score units is negligible.
+    """
+
+    max_abs: float
+    score: float
+    units: str
+    threshold: float = NEGLIGIBLE
+
+    @property
+    def relative(self) -> float:
+        """``max_abs / |f(x)|`` for a map in score units (NaN otherwise)."""
+        if self.units != "score" or not np.isfinite(self.score) or self.score == 0:
+            return float("nan")
+        return self.max_abs / abs(self.score)
+
+    @property
+    def negligible(self) -> bool | None:
+        """``max_abs < threshold * |f(x)|`` for a map in score units; None when not judged."""
+        if self.units != "score" or not np.isfinite(self.score):
+            return None
+        return bool(self.max_abs < self.threshold * abs(self.score))
 
 
 @dataclass
@@ -59,9 +101,17 @@ class Comparison:
         ``curves[column][method]`` is a list (one per image) of ``(fractions, scores)``
         for the curve metrics (deletion, insertion).
     params : dict
-        Every explainer's parameters, every metric's settings, the model and the call.
+        Every explainer's parameters, every metric's settings, the model and the call
+        (``params["compare"]["wall_seconds"]``: wall-clock seconds of the whole
+        :func:`compare` call, explaining and scoring, without any report). A
+        ``params["notes"]`` dict (name -> text), when present, is printed in the report.
     versions : dict
         Python, platform and library versions.
+    class_names : sequence of str or None
+    scores : ndarray (N,) or None
+        ``f(x)``: the model's score of the explained class on each unperturbed image.
+    map_units : dict str -> {"score", "other"}
+        Per method, whether its maps are in units of that score (see :class:`MapScale`).
     """
 
     rows: list[dict[str, Any]]
@@ -74,18 +124,22 @@ class Comparison:
     params: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     class_names: Sequence[str] | None = None
+    scores: np.ndarray | None = None
+    map_units: dict[str, str] = field(default_factory=dict)
     _png_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_images(self) -> int:
         return len(self.images)
 
-    def summary(self, confidence: float = 0.95) -> list[dict[str, Any]]:
-        """One row per method: ``method``, ``n``, and per column ``<col>`` (mean) and ``<col>_ci`` (half-width).
+    def summary(self, confidence: float = CONFIDENCE, *, n_resamples: int = N_RESAMPLES,
+                random_state: int = 0) -> list[dict[str, Any]]:
+        """One row per method: ``method``, ``n``, and per column ``<col>`` (mean), ``<col>_lo``, ``<col>_hi``.
 
-        The interval is Student's t interval of the mean over images,
-        ``t_{(1+confidence)/2, n-1} * sd / sqrt(n)``; NaN values (a metric with no value
-        for an image) are left out, and the half-width is NaN for fewer than 2 values.
+        ``[<col>_lo, <col>_hi]`` is the bootstrap percentile interval of the mean over the
+        images (:func:`mean_interval`: ``n_resamples`` resamples, seeded with
+        ``random_state``), so it stays within the values seen and within the metric's
+        range. NaN values (a metric with no value for an image) are left out.
         """
         out = []
         for method in self.methods:
@@ -93,22 +147,56 @@ class Comparison:
             row: dict[str, Any] = {"method": method, "n": len(rows)}
             for col in self.columns:
                 values = np.array([r[col] for r in rows], dtype=np.float64)
-                row[col], row[f"{col}_ci"] = mean_ci(values, confidence)
+                row[col], row[f"{col}_lo"], row[f"{col}_hi"] = mean_interval(values, confidence, n_resamples,
+                                                                              random_state)
             out.append(row)
         return out
 
+    def best_methods(self, column: str, *, digits: int = 3, summary: list[dict] | None = None) -> list[str]:
+        """The methods whose mean of ``column`` is the best, ties at the displayed precision included.
+
+        Best is the highest or lowest mean by the column's direction (closest to 0 for
+        ``randomization_spearman``); two means tie when they print alike with ``digits``
+        decimals (whole numbers for ``queries``). Empty for a column without a direction
+        or with a single method.
+        """
+        summary = self.summary() if summary is None else summary
+        sign = direction(column)
+        if not sign or len(summary) < 2:
+            return []
+        key = abs if column == "randomization_spearman" else float
+        values = {row["method"]: key(row[column]) for row in summary if np.isfinite(row[column])}
+        if not values:
+            return []
+        best = max(values.values(), key=lambda v: sign * v)
+        shown = format_value(best, column_digits(column, digits))
+        return [m for m, v in values.items() if format_value(v, column_digits(column, digits)) == shown]
+
+    def map_scale(self, method: str, image: int, *, threshold: float = NEGLIGIBLE) -> MapScale:
+        """The colour scale of ``method``'s map of image ``image`` (see :class:`MapScale`)."""
+        score = float(self.scores[image]) if self.scores is not None else float("nan")
+        heat = np.asarray(self.maps[method][image], dtype=np.float64)
+        max_abs = float(np.nanmax(np.abs(heat))) if heat.size else 0.0
+        return MapScale(max_abs, score, self.map_units.get(method, "other"), threshold)
+
     def to_markdown(self, *, per_image: bool = False, digits: int = 3) -> str:
-        """The summary as a markdown table (mean ± CI half-width; arrows say which way is better)."""
-        head = ["method", "n"] + [_label(c) for c in self.columns]
+        """The summary as a markdown table: mean, then the interval in brackets; the best means in bold."""
+        summary = self.summary()
+        best = {c: set(self.best_methods(c, digits=digits, summary=summary)) for c in self.columns}
+        head = ["method", "n"] + [column_label(c) for c in self.columns]
         lines = [_md_row(head), _md_row(["---"] * len(head))]
-        for row in self.summary():
-            lines.append(_md_row([row["method"], str(row["n"])] +
-                                 [_cell(row, c, digits) for c in self.columns]))
+        for row in summary:
+            cells = []
+            for c in self.columns:
+                mean, interval = format_cell(row, c, digits)
+                mean = f"**{mean}**" if row["method"] in best[c] else mean
+                cells.append(f"{mean} {interval}".strip())
+            lines.append(_md_row([row["method"], str(row["n"]), *cells]))
         if per_image:
             head = ["image", "method", "target", *self.columns]
             lines += ["", _md_row(head), _md_row(["---"] * len(head))]
             lines += [_md_row([str(r["image"]), r["method"], str(r["target"])] +
-                              [_fmt(r[c], digits) for c in self.columns]) for r in self.rows]
+                              [format_value(r[c], digits) for c in self.columns]) for r in self.rows]
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path, *, summary: bool = False) -> Path:
@@ -123,55 +211,68 @@ class Comparison:
         return path
 
     def plot(self, *, n_images: int | None = 8, path: str | Path | None = None, dpi: int = 90):
-        """Grid of images (rows) x methods (columns), ground truth outlined in green.
+        """Grid of images (rows) x methods (columns), ground truth outlined; needs matplotlib.
 
-        Needs matplotlib. Returns the Figure (also saved to ``path`` when given).
+        Drawn by :func:`perturbx.report.maps_figure`; returns the Figure (also saved to
+        ``path`` when given).
         """
-        return _grid_figure(self, n_images=n_images, path=path, dpi=dpi)
+        from .report import maps_figure
+
+        return maps_figure(self, n_images=n_images, path=path, dpi=dpi)
 
     def plot_curves(self, *, path: str | Path | None = None, dpi: int = 90):
-        """Mean deletion / insertion curve of every method (one panel per curve metric)."""
-        return _curves_figure(self, path=path, dpi=dpi)
+        """Mean deletion / insertion curve of every method (:func:`perturbx.report.curves_figure`)."""
+        from .report import curves_figure
+
+        return curves_figure(self, path=path, dpi=dpi)
 
     def save_figures(self, folder: str | Path, *, n_images: int | None = 8, grid: str = "maps.png",
                      curves: str = "curves.png") -> list[Path]:
-        """Write the maps grid and (with curve metrics) the curves as PNG files into ``folder``.
+        """Write the maps grid and (with curve metrics) the curves as PNG files into ``folder``."""
+        from .report import save_figures
 
-        The images are rendered once and reused by a later :meth:`to_html` with the same ``n_images``.
-        """
-        folder = Path(folder)
-        out = []
-        for kind, name in (("grid", grid), ("curves", curves)):
-            png = self._png(kind, n_images)
-            if png is not None:
-                (folder / name).write_bytes(png)
-                out.append(folder / name)
-        return out
+        return save_figures(self, folder, n_images=n_images, grid=grid, curves=curves)
 
     def to_html(self, path: str | Path, *, title: str = "perturbx comparison", n_images: int | None = 8) -> Path:
-        """One self-contained HTML file: figures embedded as PNG, tables, parameters, versions."""
-        return _write_html(self, Path(path), title=title, n_images=n_images)
+        """One self-contained HTML file (:func:`perturbx.report.write_html`); needs matplotlib and jinja2."""
+        from .report import write_html
 
-    def _png(self, kind: str, n_images: int | None, dpi: int = 90) -> bytes | None:
-        key = (kind, n_images if kind == "grid" else None, dpi)
-        if key not in self._png_cache:
-            fig = (_grid_figure(self, n_images=n_images, path=None, dpi=dpi) if kind == "grid"
-                   else _curves_figure(self, path=None, dpi=dpi))
-            self._png_cache[key] = None if fig is None else _png_bytes(fig, dpi)
-        return self._png_cache[key]
+        return write_html(self, path, title=title, n_images=n_images)
 
 
-def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and t-interval half-width of the finite ``values`` (NaN, NaN when there are none)."""
+def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                  random_state: int = 0) -> tuple[float, float, float]:
+    """Mean of the finite ``values`` and its bootstrap percentile interval.
+
+    Parameters
+    ----------
+    values : ndarray (n,)
+        One value per image; NaN and inf are left out.
+    confidence : float, default 0.95
+    n_resamples : int, default 2000
+    random_state : int, default 0
+        Seed of the resampling (``scipy.stats.bootstrap``, ``method="percentile"``).
+
+    Returns
+    -------
+    (mean, lo, hi) : floats
+        NaN, NaN, NaN without finite values; ``lo = hi = NaN`` for a single value. The
+        interval is made of means of resamples, so it lies within ``[min, max]`` of the
+        values (a share stays in [0, 1]).
+    """
     from scipy import stats
 
-    v = values[np.isfinite(values)]
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
     if v.size == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     if v.size < 2:
-        return float(v.mean()), float("nan")
-    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return float(v.mean()), float(half)
+        return float(v.mean()), float("nan"), float("nan")
+    if np.all(v == v[0]):
+        return float(v[0]), float(v[0]), float(v[0])
+    ci = stats.bootstrap((v,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                         random_state=np.random.default_rng(random_state)).confidence_interval
+    return float(v.mean()), float(ci.low), float(ci.high)
 
 
 def compare(model: object, images: object, explainers: object, metrics: object = "default",
@@ -206,7 +307,10 @@ def compare(model: object, images: object, explainers: object, metrics: object =
     Returns
     -------
     Comparison
+        Its ``params["compare"]["wall_seconds"]`` is the wall-clock time of this call
+        (explaining and scoring every image with every method; no report is written here).
     """
+    started = time.perf_counter()
     adapter = as_adapter(model)
     xs = _check_images(adapter, images)
     masks = _check_masks(ground_truth, xs, adapter)
@@ -217,7 +321,6 @@ def compare(model: object, images: object, explainers: object, metrics: object =
     target_arr = _targets(adapter, xs, targets)
     blocks = [b for b in np.array_split(np.arange(len(xs)), min(n_jobs, len(xs))) if b.size]
     work = [(_own_copy(adapter) if len(blocks) > 1 else adapter, block) for block in blocks]
-    started = time.perf_counter()
     if len(work) == 1:
         results = [_run_block(a, b, xs, masks, target_arr, named, specs) for a, b in work]
     else:
@@ -313,12 +416,12 @@ def _own_copy(adapter):
 
 
 def _run_block(adapter, block: np.ndarray, xs, masks, targets, named: dict[str, Any],
-               specs: list[MetricSpec]) -> list[tuple[dict, dict[str, np.ndarray], dict]]:
-    """Explain and score the images ``block``; per image a (rows, maps, curves) triple."""
+               specs: list[MetricSpec]) -> list[tuple[list, dict[str, np.ndarray], dict, float]]:
+    """Explain and score the images ``block``; per image (rows, maps, curves, f(x) of the target)."""
     out = []
     for i in block:
         i = int(i)
-        rows, maps, curves = [], {}, {}
+        rows, maps, curves, score = [], {}, {}, float("nan")
         for name, explainer in named.items():
             e = explainer.explain(adapter, xs[i], int(targets[i]))
             row: dict[str, Any] = {"image": i, "method": name, "target": int(targets[i])}
@@ -332,13 +435,28 @@ def _run_block(adapter, block: np.ndarray, xs, masks, targets, named: dict[str, 
             row["queries"], row["seconds"] = int(e.n_queries), float(e.seconds)
             rows.append(row)
             maps[name] = _single_map(e)
-        out.append((rows, maps, curves))
+            if not np.isfinite(score):
+                score = _target_score(e)
+        out.append((rows, maps, curves, score))
     return out
 
 
 def _single_map(e: object) -> np.ndarray:
     a = e.attributions if isinstance(e, Explanation) else np.asarray(e)
     return np.asarray(a, dtype=np.float32)
+
+
+def _target_score(e: object) -> float:
+    """f(x) of the explained target, from the explanation (NaN when it has none)."""
+    scores = np.ravel(np.asarray(getattr(e, "scores", np.nan), dtype=np.float64))
+    return float(scores[0]) if scores.size else float("nan")
+
+
+def _map_units(explainer: object) -> str:
+    """"score" when the explainer's maps are changes of the target score (the perturbation methods)."""
+    from .explainers.base import PerturbationExplainer
+
+    return "score" if isinstance(explainer, PerturbationExplainer) else "other"
 
 
 def _assemble(results, xs, masks, adapter, named, specs, class_names, call: dict) -> Comparison:
@@ -356,8 +474,10 @@ def _assemble(results, xs, masks, adapter, named, specs, class_names, call: dict
     params = {"compare": call, "model": repr(adapter),
               "explainers": {m: {"class": type(e).__name__, **_plain(_get_params(e))} for m, e in named.items()},
               "metrics": {s.name: _plain(s.params()) for s in specs}}
+    scores = np.array([item[3] for item in per_image], dtype=np.float64)
     return Comparison(rows, methods, columns, maps, images, masks, curves, params, library_versions(),
-                      list(class_names) if class_names is not None else None)
+                      list(class_names) if class_names is not None else None, scores,
+                      {m: _map_units(e) for m, e in named.items()})
 
 
 def _get_params(explainer: object) -> dict:
@@ -386,7 +506,7 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in ("perturbx", "numpy", "scipy", "scikit-image", "scikit-learn", "torch", "onnxruntime",
-                 "matplotlib"):
+                 "matplotlib", "jinja2"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -399,198 +519,43 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _label(col: str) -> str:
+# --- formatting shared by the markdown table and the HTML report -----------------------------------
+
+
+def column_label(col: str) -> str:
+    """The column name with an arrow saying which way is better."""
     arrow = {1: " ↑", -1: " ↓"}.get(direction(col), "")
     return f"{col}{arrow}"
 
 
-def _fmt(v: float, digits: int) -> str:
+def column_digits(col: str, digits: int = 3) -> int:
+    """Decimals shown for a column's means (whole numbers for ``queries``)."""
+    return 0 if col == "queries" else digits
+
+
+def format_value(v: float | None, digits: int = 3) -> str:
+    """A number as printed in the tables ("–" for none or NaN; whole numbers from 1000 on)."""
     if v is None or not np.isfinite(v):
         return "–"
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
-def _cell(row: dict, col: str, digits: int) -> str:
-    """A summary cell: mean ± CI half-width (queries as whole numbers)."""
-    return _fmt_ci(row[col], row[f"{col}_ci"], 0 if col == "queries" else digits)
-
-
-def _fmt_ci(mean: float, half: float, digits: int) -> str:
+def format_cell(row: dict, col: str, digits: int = 3) -> tuple[str, str]:
+    """A summary cell as (mean, interval): ``("0.351", "[0.120, 0.602]")``; the interval is "" when it is
+    unknown (one image) or a single point."""
+    d = column_digits(col, digits)
+    mean, lo, hi = row[col], row.get(f"{col}_lo", np.nan), row.get(f"{col}_hi", np.nan)
     if not np.isfinite(mean):
-        return "–"
-    if not np.isfinite(half) or (half == 0 and digits == 0):
-        return _fmt(mean, digits)
-    return f"{_fmt(mean, digits)} ± {_fmt(half, digits)}"
+        return "–", ""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or format_value(lo, d) == format_value(hi, d):
+        return format_value(mean, d), ""
+    return format_value(mean, d), f"[{format_value(lo, d)}, {format_value(hi, d)}]"
+
+
+def format_scale(value: float) -> str:
+    """A map's ``max |a|`` in two significant digits (``0.0086``, ``0.92``, ``4.6e+02``)."""
+    return "0" if value == 0 else f"{value:.2g}"
 
 
 def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _png_bytes(fig, dpi: int) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _params_html(params: dict) -> str:
-    """Every explainer's and metric's parameters as tables, the rest as JSON."""
-    def table(rows: dict) -> str:
-        body = "".join(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(json.dumps(p, default=str))}"
-                       f"</code></td></tr>" for name, p in rows.items())
-        return f"<table class=params>{body}</table>"
-
-    rest = {k: v for k, v in params.items() if k not in ("explainers", "metrics")}
-    return (f"<h3>Methods</h3>{table(params.get('explainers', {}))}<h3>Metrics</h3>{table(params.get('metrics', {}))}"
-            f"<h3>Run</h3><pre>{html.escape(json.dumps(rest, indent=1, default=str))}</pre>")
-
-
-# --- figures and the HTML report -------------------------------------------------------------------
-
-
-def _new_figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("Comparison figures and reports need matplotlib: pip install 'perturbx[viz]'") from exc
-    return Figure(figsize=(width, height))
-
-
-def _grid_figure(comp: Comparison, *, n_images: int | None, path: str | Path | None, dpi: int):
-    n = comp.n_images if n_images is None else max(1, min(int(n_images), comp.n_images))
-    cols = 1 + len(comp.methods)
-    fig = _new_figure(1.9 * cols, 1.9 * n + 0.3)
-    axes = np.atleast_2d(fig.subplots(n, cols, squeeze=False))
-    gray = comp.images if comp.images.ndim == 3 else comp.images.mean(axis=-1)
-    for i in range(n):
-        target = comp.rows[i * len(comp.methods)]["target"]
-        name = comp.class_names[target] if comp.class_names and target < len(comp.class_names) else f"class {target}"
-        axes[i, 0].imshow(comp.images[i], cmap="gray" if comp.images.ndim == 3 else None)
-        axes[i, 0].set_title(f"#{i} · {name}", fontsize=8)
-        for j, method in enumerate(comp.methods):
-            ax = axes[i, j + 1]
-            ax.imshow(gray[i], cmap="gray")
-            ax.imshow(comp.maps[method][i], alpha=0.65, **_heat_scale(comp.maps[method][i]))
-            if i == 0:
-                ax.set_title(method, fontsize=9)
-        for ax in axes[i]:
-            if comp.ground_truth is not None and comp.ground_truth[i].any():
-                ax.contour(comp.ground_truth[i], levels=[0.5], colors="lime", linewidths=0.8)
-            ax.axis("off")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=dpi)
-    return fig
-
-
-def _heat_scale(heat: np.ndarray) -> dict:
-    """Colour scale of one map: symmetric red/blue around 0 when it has negative values, else white to red
-    from its minimum to its maximum (a map of positive scores, such as RISE's, would otherwise be all red)."""
-    lo, hi = float(heat.min()), float(heat.max())
-    if lo < 0:
-        lim = max(-lo, hi) or 1.0
-        return {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
-    return {"cmap": "Reds", "vmin": lo, "vmax": hi if hi > lo else lo + 1.0}
-
-
-def _curves_figure(comp: Comparison, *, path: str | Path | None, dpi: int):
-    """Mean curve per method on a common fraction grid (linear interpolation); None without curve metrics."""
-    if not comp.curves:
-        return None
-    fig = _new_figure(4.2 * len(comp.curves) + 1.8, 3.4)
-    axes = np.atleast_1d(fig.subplots(1, len(comp.curves), squeeze=False)[0])
-    colours = {m: f"C{k % 10}" for k, m in enumerate(comp.methods)}
-    styles = {m: ("-", "--", ":")[(k // 10) % 3] for k, m in enumerate(comp.methods)}
-    for ax, (col, per_method) in zip(axes, comp.curves.items(), strict=True):
-        for method, curves in per_method.items():
-            mean = np.mean([np.interp(_GRID, f, s) for f, s in curves], axis=0)
-            ax.plot(_GRID, mean, color=colours[method], linestyle=styles[method], linewidth=1.2, label=method)
-        ax.set_title(col.replace("_auc", "") + f" curve (mean of {comp.n_images} images)", fontsize=9)
-        ax.set_xlabel("fraction of pixels " + ("removed" if col.startswith("deletion") else "inserted"))
-        ax.set_ylabel("score of the target class")
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=dpi)
-    return fig
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}td.best{font-weight:bold;background:#eef8ee}
-img{border:1px solid #ddd}.figure{overflow-x:auto}table.params td{text-align:left}
-pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
-.note{color:#555;font-size:13px}"""
-
-_DEFINITIONS = {
-    "deletion_auc": "area under the deletion curve: pixels removed in decreasing order of attribution "
-                    "(Petsiuk et al. 2018); lower is better",
-    "insertion_auc": "area under the insertion curve: pixels inserted into the substrate in the same order; "
-                     "higher is better",
-    "pointing_game": "share of images whose map maximum lies within 15 px of the object (Zhang et al. 2016)",
-    "energy_pointing": "share of the positive attribution that lies on the object",
-    "infidelity": "mean squared error between the map's prediction of score drops and the drops under random "
-                  "removals, map optimally scaled (Yeh et al. 2019); lower is better",
-    "max_sensitivity": "largest relative change of the map under small uniform input noise (Yeh et al. 2019)",
-    "randomization_spearman": "Spearman correlation with the map of the fully randomised model "
-                              "(Adebayo et al. 2018); near 0 means the map depends on the model",
-    "queries": "model rows evaluated per explanation", "seconds": "wall-clock seconds per explanation",
-}
-
-
-def _summary_html(comp: Comparison) -> str:
-    summary = comp.summary()
-    best = {}
-    for col in comp.columns:
-        means = np.array([row[col] for row in summary], dtype=np.float64)
-        if col == "randomization_spearman":  # best is closest to 0
-            means = np.abs(means)
-        if np.isfinite(means).any() and direction(col) and len(summary) > 1:
-            best[col] = int(np.nanargmax(means * direction(col)))
-    head = "".join(f"<th>{html.escape(_label(c))}</th>" for c in comp.columns)
-    body = []
-    for k, row in enumerate(summary):
-        cells = "".join(f'<td{" class=best" if best.get(c) == k else ""}>'
-                        f'{html.escape(_cell(row, c, 3))}</td>' for c in comp.columns)
-        body.append(f"<tr><td>{html.escape(row['method'])}</td><td>{row['n']}</td>{cells}</tr>")
-    return f"<table><tr><th>method</th><th>n</th>{head}</tr>{''.join(body)}</table>"
-
-
-def _rows_html(comp: Comparison) -> str:
-    keys = ["image", "method", "target", *comp.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in keys)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]) if i < 3 else _fmt(r[c], 4))}</td>"
-                                    for i, c in enumerate(keys)) + "</tr>" for r in comp.rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _write_html(comp: Comparison, path: Path, *, title: str, n_images: int | None) -> Path:
-    figures = [("Maps", comp._png("grid", n_images),
-                "Each row is an image (ground-truth object outlined in green when known), each column a method. "
-                "Maps with negative values: red supports the explained class, blue speaks against it, on a scale "
-                "symmetric around 0; maps without negative values: white at their minimum, red at their maximum."),
-               ("Deletion and insertion curves", comp._png("curves", None),
-                "Mean over the images of each method's curve.")]
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class=note>{comp.n_images} images · {len(comp.methods)} methods · model "
-             f"<code>{html.escape(str(comp.params.get('model', '')))}</code> · "
-             f"{html.escape(comp.versions.get('date', ''))}</p>", "<h2>Summary</h2>",
-             "<p class=note>Mean over images ± half-width of the 95 % t confidence interval; ↑ higher is better, "
-             "↓ lower is better; the best method per column is highlighted.</p>", _summary_html(comp)]
-    for heading, png, note in figures:
-        if png is not None:
-            parts.append(f"<h2>{html.escape(heading)}</h2><p class=note>{html.escape(note)}</p>"
-                         f'<div class=figure><img alt="{html.escape(heading)}" src="data:image/png;base64,'
-                         f'{base64.b64encode(png).decode("ascii")}"></div>')
-    defs = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(_DEFINITIONS[c])}</li>"
-                   for c in comp.columns if c in _DEFINITIONS)
-    versions = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in comp.versions.items())
-    parts += [f"<h2>Metrics</h2><ul>{defs}</ul>",
-              f"<details><summary>Per-image results ({len(comp.rows)} rows)</summary>{_rows_html(comp)}</details>",
-              f"<h2>Parameters</h2>{_params_html(comp.params)}",
-              f"<h2>Versions</h2><table>{versions}</table>"]
-    doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-           f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
-    path.write_text(doc, encoding="utf-8")
-    return path

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import re
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from perturbx import RISE, Occlusion
 from perturbx.adapters import Callable
-from perturbx.compare import Comparison, compare, mean_ci
+from perturbx.compare import NEGLIGIBLE, Comparison, MapScale, compare, mean_interval
 from perturbx.datasets import make_shapes
 from perturbx.metrics import deletion, pointing_game
 from perturbx.metrics.specs import Deletion, Insertion, PointingGame
@@ -52,10 +53,12 @@ def test_compare_ten_images_three_methods_rows(ten):
     summary = comp.summary()
     assert [s["method"] for s in summary] == comp.methods and all(s["n"] == 10 for s in summary)
     for s in summary:
-        values = np.array([r["deletion_auc"] for r in comp.rows if r["method"] == s["method"]])
-        low, high = stats.t.interval(0.95, 9, loc=values.mean(), scale=stats.sem(values))
-        assert s["deletion_auc"] == pytest.approx(values.mean())
-        assert s["deletion_auc_ci"] == pytest.approx((high - low) / 2)
+        for col in comp.columns:
+            values = np.array([r[col] for r in comp.rows if r["method"] == s["method"]])
+            assert s[col] == pytest.approx(values.mean())
+            assert (s[col], s[f"{col}_lo"], s[f"{col}_hi"]) == pytest.approx(mean_interval(values))
+            assert values.min() <= s[f"{col}_lo"] <= s[col] <= s[f"{col}_hi"] <= values.max()
+        assert 0 <= s["pointing_game_lo"] <= s["pointing_game_hi"] <= 1  # a share stays a share
     assert comp.maps["RISE"].shape == (10, 64, 64) and comp.ground_truth.shape == (10, 64, 64)
 
 
@@ -73,20 +76,24 @@ def test_markdown_and_csv(ten, tmp_path):
     comp, _ = ten
     md = comp.to_markdown().splitlines()
     assert len(md) == 2 + 3 and md[0].startswith("| method | n | deletion_auc ↓ | insertion_auc ↑")
-    assert md[3].startswith("| RISE | 10 |") and " ± " in md[3]
+    rise = next(s for s in comp.summary() if s["method"] == "RISE")
+    assert md[3].startswith("| RISE | 10 |")
+    interval = f"[{rise['deletion_auc_lo']:.3f}, {rise['deletion_auc_hi']:.3f}]"
+    assert f"{rise['deletion_auc']:.3f}" in md[3] and interval in md[3]
     assert len(comp.to_markdown(per_image=True).splitlines()) == 5 + 1 + 2 + 30
     with comp.to_csv(tmp_path / "rows.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 30 and float(rows[5]["seconds"]) == pytest.approx(comp.rows[5]["seconds"])
     with comp.to_csv(tmp_path / "summary.csv", summary=True).open() as fh:
         summary = list(csv.DictReader(fh))
-    assert [s["method"] for s in summary] == comp.methods and "pointing_game_ci" in summary[0]
+    assert [s["method"] for s in summary] == comp.methods
+    assert {"pointing_game_lo", "pointing_game_hi"} <= set(summary[0])
 
 
 def test_html_report_is_self_contained(ten, tmp_path):
     comp, _ = ten
     text = comp.to_html(tmp_path / "r.html").read_text()
-    assert text.count('src="data:image/png;base64,') == 2  # maps grid and curves
+    assert text.count('src="data:image/png;base64,') == 8 * (1 + 3) + 1  # 8 images: input and maps; curves
     assert "http://" not in text and "https://" not in text and "<script" not in text
     for needle in ("window", "n_masks", "numpy", np.__version__, torch.__version__, "pointing_game", "Saliency"):
         assert needle in text
@@ -146,10 +153,88 @@ def test_all_metrics_run_on_a_torch_model(rng):
     assert all(np.isfinite(r[c]) for r in comp.rows for c in comp.columns if c != "energy_pointing")
 
 
-def test_mean_ci_by_hand():
-    mean, half = mean_ci(np.array([1.0, 2.0, 3.0, np.nan]))
-    assert mean == 2.0 and half == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
-    assert np.isnan(mean_ci(np.array([4.0]))[1]) and np.isnan(mean_ci(np.array([np.nan]))[0])
+def _exact_percentile_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the exact bootstrap distribution of the mean (all n**n resamples)."""
+    means = np.sort([np.mean(r) for r in itertools.product(values, repeat=len(values))])
+    cdf = np.arange(1, len(means) + 1) / len(means)
+    tail = (1 - confidence) / 2
+    return float(means[np.searchsorted(cdf, tail)]), float(means[np.searchsorted(cdf, 1 - tail)])
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.0, 1.0], [0.0, 1.0, 2.0, 3.0], [0.2, 0.9, 0.9, 1.0]])
+def test_bootstrap_interval_equals_the_exact_bootstrap_distribution(values):
+    # at these points the exact distribution is far from a step, so 2000 resamples land on the same values
+    mean, lo, hi = mean_interval(np.array([*values, np.nan]))
+    assert mean == pytest.approx(np.mean(values))
+    assert (lo, hi) == pytest.approx(_exact_percentile_interval(values))
+
+
+def test_bootstrap_interval_edge_cases():
+    assert mean_interval(np.array([0.4, 0.4, 0.4])) == (0.4, 0.4, 0.4)
+    mean, lo, hi = mean_interval(np.array([4.0]))
+    assert mean == 4.0 and np.isnan(lo) and np.isnan(hi)
+    assert all(np.isnan(mean_interval(np.array([np.nan, np.inf]))))
+    a, b = mean_interval(np.arange(10.0), random_state=1), mean_interval(np.arange(10.0), random_state=1)
+    assert a == b and a != mean_interval(np.arange(10.0), random_state=2)  # seeded
+
+
+def _hand_made(means: dict[str, float], column: str = "deletion_auc", n: int = 2) -> Comparison:
+    rows = [{"image": i, "method": m, "target": 0, column: v} for i in range(n) for m, v in means.items()]
+    maps = {m: np.zeros((n, 4, 4), np.float32) for m in means}
+    return Comparison(rows, list(means), [column], maps, np.zeros((n, 4, 4), np.float32))
+
+
+def test_best_highlights_every_tie_at_the_printed_precision():
+    comp = _hand_made({"a": 0.1234, "b": 0.1231, "c": 0.1236, "d": 0.5})  # a, b print as 0.123; c as 0.124
+    assert comp.best_methods("deletion_auc") == ["a", "b"]  # lower is better
+    assert comp.best_methods("deletion_auc", digits=2) == ["a", "b", "c"]
+    md = comp.to_markdown()
+    assert "| a | 2 | **0.123** |" in md and "| b | 2 | **0.123** |" in md and "| c | 2 | 0.124 |" in md
+    assert _hand_made({"a": 1.0, "b": 1.0, "c": 0.8333}, "pointing_game").best_methods("pointing_game") == ["a", "b"]
+    spearman = _hand_made({"a": -0.01, "b": 0.01, "c": 0.3}, "randomization_spearman")
+    assert spearman.best_methods("randomization_spearman") == ["a", "b"]  # closest to 0
+    assert _hand_made({"a": 1.0}).best_methods("deletion_auc") == []  # nothing to compare with
+
+
+def test_html_highlights_every_tie(tmp_path):
+    pytest.importorskip("jinja2")
+    text = _hand_made({"a": 0.1234, "b": 0.1231, "c": 0.1236}).to_html(tmp_path / "r.html").read_text()
+    best = re.findall(r"<tr><td>(\w)</td><td>2</td><td class=\"best\">", text)
+    assert best == ["a", "b"]
+
+
+def test_map_scale_flags_a_negligible_range_exactly():
+    rows = [{"image": i, "method": m, "target": 0, "queries": 1.0} for i in range(3) for m in ("occ", "grad")]
+    maps = {"occ": np.array([[[0.0, 0.0098]], [[-0.0102, 0.0]], [[0.0, 0.0]]], np.float32),
+            "grad": np.array([[[0.0, 1e-6]], [[0.0, 0.5]], [[0.0, 0.0]]], np.float32)}
+    comp = Comparison(rows, ["occ", "grad"], ["queries"], maps, np.zeros((3, 1, 2), np.float32),
+                      scores=np.array([1.0, -1.0, np.nan]), map_units={"occ": "score", "grad": "other"})
+    assert comp.map_scale("occ", 0) == MapScale(pytest.approx(0.0098), 1.0, "score", NEGLIGIBLE)
+    assert NEGLIGIBLE == 0.01
+    assert [comp.map_scale("occ", i).negligible for i in range(3)] == [True, False, None]  # 0.98 %, 1.02 %, f(x)?
+    assert comp.map_scale("occ", 1).relative == pytest.approx(0.0102)
+    assert [comp.map_scale("grad", i).negligible for i in range(3)] == [None, None, None]  # other units: not judged
+    assert comp.map_scale("occ", 0, threshold=0.005).negligible is False
+
+
+def test_map_units_and_scores_of_a_comparison(ten, demo):
+    comp, data = ten
+    assert comp.map_units == {"Occlusion": "score", "RISE": "score", "Saliency": "other"}
+    probs = Torch(demo[0], output="probs").predict(data.images)
+    np.testing.assert_allclose(comp.scores, probs[np.arange(10), data.labels], rtol=1e-5, atol=1e-6)
+    scale = comp.map_scale("Occlusion", 2)
+    assert scale.max_abs == pytest.approx(np.abs(comp.maps["Occlusion"][2]).max())
+    assert scale.score == pytest.approx(comp.scores[2])
+
+
+def test_import_perturbx_imports_no_report_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, perturbx, perturbx.compare, perturbx.images, perturbx.cli, perturbx.demo; "
+            "print(sorted(m for m in ('jinja2', 'matplotlib', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_compare_errors(rng):
