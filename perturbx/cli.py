@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
+from .images import IMAGE_SUFFIXES, image_files, read_image
 
 
 class CLIError(Exception):
@@ -39,7 +39,8 @@ def _demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="compare every method on held-out images of the built-in synthetic data",
                           description="Train (once, cached) the demo CNN on the built-in synthetic shapes, explain "
                                       "held-out images with every available method, score the maps and write an "
-                                      "HTML report, a markdown table, a CSV and figures.")
+                                      "HTML report, markdown and CSV tables and figures (the files of 'perturbx "
+                                      "compare').")
     demo.add_argument("--out", default="perturbx-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--n-images", type=int, default=6, help="held-out images to explain (default: %(default)s)")
     demo.add_argument("--cache-dir", default=None, help="where the trained demo CNN is cached "
@@ -64,7 +65,9 @@ def _compare_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="PACKAGE.MODULE:FACTORY or path/to/file.py:FACTORY (a callable returning a torch.nn.Module), "
                         "an .onnx file, or a pickled torch module .pt/.pth (needs --allow-pickle)")
-    p.add_argument("--images", required=True, help="folder of images (png, jpg, ..., or .npy arrays CHW/HWC)")
+    p.add_argument("--images", required=True,
+                   help="folder of images (png, jpg, jpeg, bmp, gif, tif, tiff, webp, or .npy arrays CHW/HWC), read "
+                        "as RGB in [0, 1] by perturbx.images.read_image, as explain_dataset reads them")
     p.add_argument("--methods", default="occlusion,rise",
                    help="comma-separated method names, or 'all' (see 'perturbx methods'; default: %(default)s)")
     p.add_argument("--out", default="perturbx-compare", help="output folder (default: %(default)s)")
@@ -180,22 +183,17 @@ def _run_compare(args) -> int:
         raise CLIError(str(exc)) from exc
     comp.params["compare"]["images"] = [f.name for f in files]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .report import write_outputs
+
     try:
-        _write_outputs(comp, out)
-    except ImportError as exc:  # matplotlib missing: the tables are written, the figures cannot be
-        raise CLIError(f"{exc} (results.csv and summary.csv are in {out})") from exc
+        write_outputs(comp, out, n_images=8)
+    except ImportError as exc:  # matplotlib or jinja2 missing: the tables are written, the figures cannot be
+        raise CLIError(f"{exc} (results.csv, summary.csv and report.md are in {out})") from exc
     print(comp.to_markdown())
+    print(f"compare() wall time: {comp.params['compare']['wall_seconds']:.1f} s (explaining and scoring; the report "
+          f"shows the same number)")
     print(f"report: {out / 'report.html'}")
     return 0
-
-
-def _write_outputs(comp, out: Path) -> None:
-    comp.to_csv(out / "results.csv")
-    comp.to_csv(out / "summary.csv", summary=True)
-    (out / "report.md").write_text("# perturbx comparison\n\n" + comp.to_markdown(per_image=True), encoding="utf-8")
-    comp.save_figures(out)  # needs matplotlib
-    comp.to_html(out / "report.html")
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -204,7 +202,7 @@ def _write_outputs(comp, out: Path) -> None:
 def _image_files(folder: Path, max_images: int | None) -> list[Path]:
     if not folder.is_dir():
         raise CLIError(f"--images {folder}: no such folder.")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise CLIError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder.")
     if max_images is not None:
@@ -214,41 +212,14 @@ def _image_files(folder: Path, max_images: int | None) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, size: list[int] | None) -> np.ndarray:
-    """One image as float32 CHW in [0, 1] (RGB; ``.npy`` files as stored, HWC turned to CHW)."""
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-        except (ValueError, OSError) as exc:
-            raise CLIError(f"cannot read image {path}: {exc}") from exc
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise CLIError(f"image {path} holds an array of shape {arr.shape}; expected (C, H, W) or (H, W, C).")
-        if arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4):
-            arr = np.moveaxis(arr, -1, 0)
-    else:
-        try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError as exc:  # pragma: no cover - Pillow comes with scikit-image
-            raise CLIError("reading images needs Pillow: pip install pillow") from exc
-        try:
-            with Image.open(path) as img:
-                arr = np.moveaxis(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, -1, 0)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise CLIError(f"cannot read image {path}: {exc}") from exc
-    if size is not None:
-        arr = _resize(arr, tuple(size), path)
-    return arr
-
-
-def _resize(arr: np.ndarray, size: tuple[int, int], path: Path) -> np.ndarray:
-    if min(size) < 1:
+def _read_image(path: Path, size: list[int] | None, channels: int | None = 3) -> np.ndarray:
+    """One image as float32 CHW (RGB in [0, 1] for image files): :func:`perturbx.images.read_image`."""
+    if size is not None and min(size) < 1:
         raise CLIError(f"--size must be two positive ints. Got {size}.")
-    from skimage.transform import resize
-
-    out = resize(np.moveaxis(arr, 0, -1), size, order=1, anti_aliasing=True, preserve_range=True)
-    return np.moveaxis(out, -1, 0).astype(np.float32)
+    try:
+        return read_image(path, layout="CHW", channels=channels, size=None if size is None else tuple(size))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.ndarray:
@@ -256,12 +227,10 @@ def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.n
         raise CLIError(f"--masks {folder}: no such folder.")
     masks = []
     for f in files:
-        candidates = [c for c in folder.iterdir() if c.stem == f.stem]
+        candidates = [c for c in image_files(folder) if c.stem == f.stem]
         if not candidates:
             raise CLIError(f"--masks {folder}: no mask for image {f.name} (expected a file named {f.stem}.*).")
-        values = _read_image(candidates[0], None).max(axis=0)
-        if values.shape != tuple(shape):
-            values = _resize(values[None], tuple(shape), candidates[0])[0]
+        values = _read_image(candidates[0], list(shape), channels=None).max(axis=0)
         masks.append(values > 0.5 * values.max() if values.max() > 0 else np.zeros(shape, dtype=bool))
     return np.stack(masks)
 

@@ -7,12 +7,15 @@ methods only on request, as they take minutes per image on a CPU), scores the ma
 (deletion, insertion, pointing game, energy pointing, infidelity, cost) and writes
 into the output folder:
 
-- ``report.html``: one self-contained page (figures embedded, tables, parameters, versions);
-- ``report.md``: the summary table; ``results.csv``: one row per image and method;
-- ``demo.png``: images (object outlined) x methods; ``curves.png``: deletion/insertion curves.
+the files of :data:`perturbx.report.OUTPUT_FILES`, the same as ``perturbx compare``
+(``report.html``, ``report.md``, ``results.csv``, ``summary.csv``, ``maps.png``,
+``curves.png``).
 
 It prints one line per method: model queries, seconds, and how often the map's peak
-falls on the object.
+falls on the object, then the wall time of the comparison (the number the report shows).
+
+LIME and KernelSHAP run here with ``baseline=0.0`` rather than their default ``"mean"``:
+see :func:`default_explainers` and :func:`baseline_note`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from .registry import METHODS, available_methods, make_explainer
 
 #: metrics of the demo; "all" adds max-sensitivity and the randomisation check
 DEMO_METRICS = ("deletion", "insertion", "pointing_game", "energy_pointing", "infidelity")
+#: Methods whose default baseline ("mean": each hidden superpixel filled with its own mean colour) the demo
+#: replaces by 0.0, the baseline of occlusion and RISE. On the demo's images the object is one flat colour, so
+#: a mean-filled object is the object: hiding every superpixel barely moves the score, and the maps (changes of
+#: a few thousandths of the score) painted the object deep blue, "against its class". With 0.0 a hidden
+#: superpixel turns black and the object can disappear. :func:`baseline_note` measures this on the run's images.
+ZERO_BASELINE = ("lime", "kernelshap")
+TITLE = "perturbx demo: every method on held-out synthetic shapes"
 
 
 def demo_methods() -> list[str]:
@@ -40,15 +50,51 @@ def default_explainers(random_state: int = 0, size: tuple[int, int] = (64, 64),
                        methods: list[str] | None = None) -> dict[str, object]:
     """The methods of :func:`demo_methods` (or ``methods``), at the registry's settings for ``size``.
 
-    Returns a dict display name -> explainer.
+    LIME and KernelSHAP get ``baseline=0.0`` (:data:`ZERO_BASELINE`). Returns a dict
+    display name -> explainer.
     """
     names = demo_methods() if methods is None else methods
-    return {METHODS[n].label: make_explainer(n, size=size, random_state=random_state) for n in names}
+    out = {}
+    for n in names:
+        explainer = make_explainer(n, size=size, random_state=random_state)
+        if n in ZERO_BASELINE:
+            explainer = type(explainer)(**{**METHODS[n].settings(tuple(size), random_state), "baseline": 0.0})
+        out[METHODS[n].label] = explainer
+    return out
 
 
-def peak_on_object(attribution: np.ndarray, mask: np.ndarray, tolerance: float = 15.0) -> bool:
-    """True when the map's maximum lies within ``tolerance`` pixels of the object mask."""
-    return pointing_game(attribution, mask, tolerance=tolerance)
+def baseline_note(model, images: np.ndarray, labels: np.ndarray) -> str:
+    """Why LIME and KernelSHAP use ``baseline=0.0`` here, with the scores measured on ``images``.
+
+    Compares the explained class's score on each image, ``f(x)``, with its score when every
+    SLIC superpixel (LIME's and KernelSHAP's default segmentation) is filled with its mean
+    colour (their default baseline) and when the image is black (the demo's baseline).
+
+    Parameters
+    ----------
+    model : perturbx.adapters.Adapter
+        The demo CNN (CHW layout).
+    images : ndarray (N, 3, H, W)
+    labels : ndarray (N,) of int
+        The explained classes.
+    """
+    from .segmentation import compute_segments, segment_mean
+
+    means = np.stack([segment_mean(x, compute_segments("slic", x, model.layout, "the demo")) for x in images])
+    rows = np.arange(len(images))
+    fx, fmean, fblack = (model.predict(b.astype(np.float32))[rows, labels]
+                         for b in (images, means, np.zeros_like(images)))
+
+    def span(s: np.ndarray) -> str:
+        return f"{s.min():.2f}–{s.max():.2f}"
+
+    return (f"LIME and KernelSHAP run with baseline=0.0 (a hidden superpixel turns black, as a hidden pixel does "
+            f"for occlusion and RISE) instead of their default \"mean\" (a hidden superpixel filled with its own "
+            f"mean colour). On these {len(images)} images the explained class scores f(x) = {span(fx)}. With every "
+            f"superpixel filled with its mean colour it still scores {span(fmean)} (it moves by "
+            f"{span(np.abs(fx - fmean))}), because each object is one flat colour and keeps its shape: the maps "
+            f"would share out that small change and draw it in full colour. A black image scores {span(fblack)} "
+            f"(a change of {span(np.abs(fx - fblack))}).")
 
 
 @dataclass
@@ -121,23 +167,22 @@ def run_demo(out: str | Path = "perturbx-demo", n_images: int = 6, *, cache_dir:
     for e in explainers.values():
         if hasattr(e, "progress"):
             e.progress = progress
-    t1 = time.perf_counter()
-    comp = compare(Torch(net, batch_size=128, output="probs"), data.images, explainers, metrics=list(metrics),
-                   ground_truth=data.masks, n_jobs=n_jobs, targets=data.labels, class_names=data.class_names,
-                   random_state=random_state)
+    model = Torch(net, batch_size=128, output="probs")
+    comp = compare(model, data.images, explainers, metrics=list(metrics), ground_truth=data.masks, n_jobs=n_jobs,
+                   targets=data.labels, class_names=data.class_names, random_state=random_state)
+    if any(METHODS[n].label in comp.methods for n in ZERO_BASELINE):
+        comp.params["notes"] = {"baselines": baseline_note(model, data.images, data.labels)}
+    from .report import write_outputs
+
+    write_outputs(comp, out, title=TITLE, n_images=None)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    comp.save_figures(out, n_images=None, grid="demo.png")
-    comp.to_csv(out / "results.csv")
-    (out / "report.md").write_text("# perturbx demo\n\n" + comp.to_markdown(), encoding="utf-8")
-    comp.to_html(out / "report.html", title="perturbx demo: every method on held-out synthetic shapes",
-                 n_images=None)
     for s in summarise(comp):
         print(s.line())
-    print(f"compared {len(comp.methods)} methods on {n_images} images in {time.perf_counter() - t1:.1f} s")
+    print(f"compare() wall time: {comp.params['compare']['wall_seconds']:.1f} s ({len(comp.methods)} methods on "
+          f"{n_images} images, explaining and scoring; the report shows the same number)")
     skipped = [n for n in available_methods() if METHODS[n].label not in comp.methods and methods is None]
     if skipped:
         print(f"not run (mask optimisation, minutes per image on a CPU): {', '.join(skipped)}; "
               f"add them with --methods all")
-    print(f"report: {out / 'report.html'}  figure: {out / 'demo.png'}")
+    print(f"report: {out / 'report.html'}  figure: {out / 'maps.png'}")
     return comp

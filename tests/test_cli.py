@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,11 +173,36 @@ def test_pickled_files_need_the_explicit_flag(folder, tmp_path, capsys):
     assert code == 0, err
 
 
-def test_demo_writes_the_report(tmp_path, capsys):
+def test_demo_writes_the_files_of_compare_and_one_run_time(tmp_path, capsys):
     pytest.importorskip("perturbx.models")
-    code, out, err = _run(capsys, "demo", "--n-images", "2", "--methods", "occlusion,gradcam", "--out", tmp_path)
+    from perturbx.report import OUTPUT_FILES
+
+    code, out, err = _run(capsys, "demo", "--n-images", "2", "--methods", "occlusion,gradcam,lime", "--out", tmp_path)
     assert code == 0, err
-    assert {"report.html", "report.md", "results.csv", "demo.png", "curves.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert {p.name for p in tmp_path.iterdir()} == set(OUTPUT_FILES)  # the names perturbx compare writes
     lines = [line for line in out.splitlines() if "queries/image" in line]
-    assert [line.split()[0] for line in lines] == ["Occlusion", "GradCAM"]
+    assert [line.split()[0] for line in lines] == ["Occlusion", "GradCAM", "LIME"]
     assert "peak on object" in lines[0]
+    console = re.search(r"compare\(\) wall time: ([0-9.]+) s", out).group(1)
+    page = html.unescape((tmp_path / "report.html").read_text())
+    assert f"compare() wall time: {console} s" in page  # one quantity, named alike in both
+    assert "LIME and KernelSHAP run with baseline=0.0" in page  # why the demo's baselines, in the parameters
+    assert re.search(r'"class": "LIME", [^}]*"baseline": 0.0,', page)
+
+
+def test_compare_reads_every_accepted_image_type(folder, tmp_path, capsys):
+    from PIL import Image
+
+    from perturbx.images import read_image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    with Image.open(folder / "images" / "0.png") as img:
+        for name in ("a.jpeg", "b.webp", "c.gif", "d.bmp", "e.tiff"):
+            img.save(mixed / name)
+    np.save(mixed / "f.npy", read_image(folder / "images" / "1.png", layout="HWC"))  # channels last: moved
+    code, _, err = _run(capsys, "compare", "--model", f"{folder / 'net.py'}:make", "--images", mixed, "--methods",
+                        "occlusion", "--metrics", "deletion", "--out", tmp_path / "o")
+    assert code == 0, err
+    rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6
