@@ -137,24 +137,25 @@ def _from_list(rows: list, names: Mapping[str, str], box_format: str, who: objec
     if not all(isinstance(r, Mapping) for r in rows):
         raise ValueError(f"target={who!r} reads a list output as one dict of detections per image (boxes, "
                          f"scores, labels); got a list of {sorted({type(r).__name__ for r in rows})}.")
-    k = max([len(np.asarray(_field(r, names, "boxes") if _field(r, names, "boxes") is not None else []))
-             for r in rows] + [1])
-    padded: dict[str, list] = {}
     for r in rows:
         if _field(r, names, "boxes") is None:
             raise ValueError(f"target={who!r}: a per-image dict has no {names['boxes']!r} entry (keys: {sorted(r)}).")
-        m = len(np.asarray(_field(r, names, "boxes")))
-        for key in ("boxes", "scores", "labels", "probs", "objectness"):
-            value = _field(r, names, key)
-            if value is None:
-                continue
-            value = np.asarray(value, dtype=np.float64).reshape(m, -1)
-            pad = np.zeros((k - m, value.shape[1]))
-            padded.setdefault(names[key], []).append(np.concatenate([value, pad]))
-        padded.setdefault(names["count"], []).append(m)
-    batched = {name: np.stack(v).squeeze(-1) if name not in (names["boxes"], names["probs"]) else np.stack(v)
-               for name, v in padded.items() if name != names["count"]}
-    batched[names["count"]] = np.asarray(padded[names["count"]])
+    counts = [len(np.asarray(_field(r, names, "boxes")).reshape(-1, 4)) for r in rows]
+    k = max([*counts, 1])
+    batched: dict[str, np.ndarray] = {names["count"]: np.asarray(counts)}
+    for key in ("boxes", "scores", "labels", "probs", "objectness"):
+        values = [_field(r, names, key) for r in rows]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"target={who!r}: some per-image dicts have {names[key]!r} and some do not.")
+        arrays = [np.asarray(v, dtype=np.float64).reshape(m, -1) if m else np.zeros((0, 1))
+                  for v, m in zip(values, counts, strict=True)]
+        width = max(a.shape[1] for a in arrays) if any(a.size for a in arrays) else (4 if key == "boxes" else 1)
+        out = np.zeros((len(rows), k, width))
+        for i, a in enumerate(arrays):
+            out[i, :len(a), :a.shape[1]] = a
+        batched[names[key]] = out if key in ("boxes", "probs") else out[..., 0]
     return _from_dict(batched, names, box_format, who)
 
 
