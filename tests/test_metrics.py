@@ -137,7 +137,7 @@ def test_pointing_game_tolerance_in_pixels():
     assert pointing_game(near, mask) and not pointing_game(near, mask, tolerance=0)
     assert pointing_game(near, mask, tolerance=10) and not pointing_game(near, mask, tolerance=9.9)
     assert not pointing_game(far, mask)
-    assert not pointing_game(near, np.zeros((64, 64), bool))
+    assert np.isnan(pointing_game(near, np.zeros((64, 64), bool)))  # no object: NaN, never a hit
 
 
 def test_energy_pointing_by_hand():
@@ -306,7 +306,7 @@ def test_model_randomization_errors(rng):
     torch = pytest.importorskip("torch")
     from perturbx import Occlusion
 
-    with pytest.raises(TypeError, match="needs a torch.nn.Module"):
+    with pytest.raises(TypeError, match="'model' argument of model_randomization must be a torch.nn.Module"):
         model_randomization(Callable(lambda b: b.reshape(len(b), -1)), Occlusion(), rng.random((1, 4, 4)))
     with pytest.raises(ValueError, match="names \\['fc'\\]"):
         model_randomization(_scaled_linear(torch, 16), Occlusion(window=1, stride=1), rng.random((1, 4, 4)),

@@ -1,8 +1,11 @@
-"""Infidelity and max-sensitivity (Yeh, Hsieh, Suggala, Inouye & Ravikumar 2019).
+"""Infidelity and sensitivity (Yeh, Hsieh, Suggala, Inouye & Ravikumar 2019), local Lipschitz estimate.
 
 Infidelity asks whether the map predicts how much the score changes when parts of the
-input are perturbed; max-sensitivity asks how much the map itself changes when the
-input moves a little.
+input are perturbed; max- and average sensitivity ask how much the map itself changes
+when the input moves a little, and the local Lipschitz estimate (Alvarez-Melis &
+Jaakkola 2018) how much per unit of input change. Infidelity draws fresh random masks
+for every perturbation (Quantus 0.6's ``Infidelity`` repeats one deterministic sweep of
+patches ``n_perturb_samples`` times, so its expectation is over a single draw).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.renderers import BlendRenderer
 from perturbx.samplers import RandomGridSampler
 
-from ._common import as_map, resolve_target, target_in_range
+from ._common import as_map, check_real, resolve_target, target_in_range
 
-__all__ = ["infidelity", "max_sensitivity"]
+__all__ = ["avg_sensitivity", "explain_perturbed", "infidelity", "lipschitz_ratios", "local_lipschitz_estimate",
+           "max_sensitivity", "perturbed_inputs", "sensitivity_ratios"]
 
 
 class _DotCollector:
@@ -120,6 +124,50 @@ def infidelity_from_pairs(dots: np.ndarray, drops: np.ndarray, *, normalize: boo
     return float(np.mean((beta * dots - drops) ** 2))
 
 
+def perturbed_inputs(x: np.ndarray, noises) -> np.ndarray:
+    """``x + noise`` for each noise, ``(n, *x.shape)`` in the dtype of ``x``."""
+    return np.stack([(x + noise).astype(x.dtype) for noise in noises])
+
+
+def explain_perturbed(adapter, explainer, xs: np.ndarray, target: object, owner: str,
+                      shape: tuple[int, int]) -> np.ndarray:
+    """The maps ``(n, H, W)`` of the inputs ``xs`` ``(n, *sample_shape)``.
+
+    The explainer batches its own model queries through the adapter; the target stays
+    that of the unperturbed explanation.
+    """
+    return np.stack([as_map(explainer.explain(adapter, xi, target), shape, owner)[0] for xi in xs])
+
+
+def _start(model: object, explainer: object, x: np.ndarray, target: object, n_samples: int, random_state: object,
+           reference: object, owner: str):
+    """``(adapter, x, a0, target, n, rng)`` shared by the sensitivity metrics."""
+    if not hasattr(explainer, "explain"):
+        raise TypeError(f"The 'explainer' argument of {owner} must have an explain(model, x, target) "
+                        f"method. Got {type(explainer).__name__}.")
+    n = check_int(n_samples, "n_samples", owner)
+    rng = check_random_state(random_state, owner=f"The 'random_state' argument of {owner}")
+    adapter = as_adapter(model)
+    x = adapter.check_sample(x)
+    e0 = reference if reference is not None else explainer.explain(adapter, x, target)
+    a0, t0 = as_map(e0, adapter.layout.spatial_shape(x.shape), owner)
+    return adapter, x, a0, (t0 if target is None else target), n, rng
+
+
+def sensitivity_ratios(a0: np.ndarray, maps: np.ndarray, *, relative: bool = True) -> np.ndarray:
+    """``||a_j - a0|| / ||a0||`` for each map ``a_j`` (Frobenius norms; not divided when not ``relative`` or
+    ``||a0|| = 0``)."""
+    diffs = np.linalg.norm((maps - a0[None]).reshape(len(maps), -1), axis=1)
+    norm0 = float(np.linalg.norm(a0)) if relative else 0.0
+    return diffs / norm0 if norm0 > 0 else diffs
+
+
+def _check_radius(radius: object, owner: str) -> float:
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:
+        raise ValueError(f"The 'radius' argument of {owner} must be a real number > 0. Got {radius!r}.")
+    return float(radius)
+
+
 def max_sensitivity(model: object, explainer: object, x: np.ndarray, target: int | None = None, *,
                     radius: float = 0.02, n_samples: int = 10, relative: bool = True,
                     random_state: object = 0, reference: object = None) -> float:
@@ -154,22 +202,71 @@ def max_sensitivity(model: object, explainer: object, x: np.ndarray, target: int
         0 for a map that does not change (for example a constant map).
     """
     owner = "max_sensitivity"
-    if not hasattr(explainer, "explain"):
-        raise TypeError(f"The 'explainer' argument of {owner} must have an explain(model, x, target) "
-                        f"method. Got {type(explainer).__name__}.")
-    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius > 0:
-        raise ValueError(f"The 'radius' argument of {owner} must be a real number > 0. Got {radius!r}.")
-    n = check_int(n_samples, "n_samples", owner)
-    rng = check_random_state(random_state, owner=f"The 'random_state' argument of {owner}")
-    adapter = as_adapter(model)
-    x = adapter.check_sample(x)
-    e0 = reference if reference is not None else explainer.explain(adapter, x, target)
-    a0, t0 = as_map(e0, None, owner)
-    target = t0 if target is None else target
-    norm0 = float(np.linalg.norm(a0)) if relative else 0.0
-    worst = 0.0
-    for _ in range(n):
-        noisy = x + rng.uniform(-radius, radius, size=x.shape).astype(x.dtype)
-        a, _ = as_map(explainer.explain(adapter, noisy, target), a0.shape, owner)
-        worst = max(worst, float(np.linalg.norm(a - a0)))
-    return worst / norm0 if norm0 > 0 else worst
+    radius = _check_radius(radius, owner)
+    adapter, x, a0, target, n, rng = _start(model, explainer, x, target, n_samples, random_state, reference, owner)
+    xs = perturbed_inputs(x, (rng.uniform(-radius, radius, size=x.shape) for _ in range(n)))
+    maps = explain_perturbed(adapter, explainer, xs, target, owner, a0.shape)
+    return float(sensitivity_ratios(a0, maps, relative=relative).max())
+
+
+def avg_sensitivity(model: object, explainer: object, x: np.ndarray, target: int | None = None, *,
+                    radius: float = 0.02, n_samples: int = 10, relative: bool = True,
+                    random_state: object = 0, reference: object = None) -> float:
+    """Average sensitivity (Yeh et al. 2019): the mean, not the max, of :func:`max_sensitivity`'s ratios.
+
+    ``mean_j ||Phi(x + u_j) - Phi(x)|| / ||Phi(x)||`` over ``n_samples`` uniform draws
+    from the L-infinity ball of ``radius``; parameters are those of
+    :func:`max_sensitivity` (Quantus's ``AvgSensitivity`` with ``lower_bound=radius``).
+
+    Returns
+    -------
+    float
+        Lower is better; 0 for a map that does not change.
+    """
+    owner = "avg_sensitivity"
+    radius = _check_radius(radius, owner)
+    adapter, x, a0, target, n, rng = _start(model, explainer, x, target, n_samples, random_state, reference, owner)
+    xs = perturbed_inputs(x, (rng.uniform(-radius, radius, size=x.shape) for _ in range(n)))
+    maps = explain_perturbed(adapter, explainer, xs, target, owner, a0.shape)
+    return float(sensitivity_ratios(a0, maps, relative=relative).mean())
+
+
+def lipschitz_ratios(a0: np.ndarray, maps: np.ndarray, x0: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``||a_j - a0||_2 / ||x_j - x0||_2`` for each perturbed input ``x_j`` and its map ``a_j`` (n,)."""
+    num = np.linalg.norm((maps - a0[None]).reshape(len(maps), -1), axis=1)
+    den = np.linalg.norm((np.asarray(xs, np.float64) - np.asarray(x0, np.float64)[None]).reshape(len(xs), -1), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
+
+
+def local_lipschitz_estimate(model: object, explainer: object, x: np.ndarray, target: int | None = None, *,
+                             std: float = 0.1, n_samples: int = 10, random_state: object = 0,
+                             reference: object = None) -> float:
+    """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018): ``max_j ||a(x_j) - a(x)|| / ||x_j - x||``.
+
+    The points ``x_j = x + N(0, std^2)`` (Quantus's default perturbation: Gaussian noise of
+    ``perturb_std=0.1``); Euclidean norms of the flattened maps and inputs.
+
+    Parameters
+    ----------
+    model : Adapter, torch.nn.Module or callable
+    explainer : object with ``explain(model, x, target)``
+    x : ndarray
+    target : int, optional
+    std : float, default 0.1
+        Standard deviation of the noise, in the units of ``x``.
+    n_samples : int, default 10
+    random_state : int, Generator or None, default 0
+    reference : Explanation, optional
+
+    Returns
+    -------
+    float
+        Map units per input unit; lower is better.
+    """
+    owner = "local_lipschitz_estimate"
+    std = check_real(std, "std", owner)
+    adapter, x, a0, target, n, rng = _start(model, explainer, x, target, n_samples, random_state, reference, owner)
+    xs = perturbed_inputs(x, (rng.normal(0.0, std, size=x.shape) for _ in range(n)))
+    maps = explain_perturbed(adapter, explainer, xs, target, owner, a0.shape)
+    return float(lipschitz_ratios(a0, maps, x, xs).max())

@@ -30,7 +30,7 @@ class RandomizationResult:
     ----------
     layers : list of str
         Layer randomised at each step, output side first; step ``k`` has layers
-        ``0 .. k`` randomised.
+        ``0 .. k`` randomised (cascading) or layer ``k`` alone (independent).
     spearman : ndarray (L,)
         Spearman rank correlation between the original map and the map after each
         step (NaN when a map is constant).
@@ -38,12 +38,15 @@ class RandomizationResult:
         The original map, then the map after each step.
     target : int
         Class explained at every step (that of the original explanation).
+    cascade : bool
+        Whether the layers were randomised cumulatively (True) or one at a time.
     """
 
     layers: list[str]
     spearman: np.ndarray
     maps: np.ndarray
     target: int
+    cascade: bool = True
 
 
 def spearman(a: np.ndarray, b: np.ndarray, *, absolute: bool = False) -> float:
@@ -89,6 +92,19 @@ def _reinitialise(module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, dtype=p.dtype) * (std or 1.0))
 
 
+def _restore(target, source) -> None:
+    """Copy the own parameters and buffers of ``source`` into the same-shaped layer ``target``."""
+    import torch
+
+    with torch.no_grad():
+        for (_, p), (_, q) in zip(target.named_parameters(recurse=False), source.named_parameters(recurse=False),
+                                  strict=True):
+            p.copy_(q)
+        for (_, b), (_, c) in zip(target.named_buffers(recurse=False), source.named_buffers(recurse=False),
+                                  strict=True):
+            b.copy_(c)
+
+
 def _split_model(model):
     """(module, adapter factory) for a torch module or a perturbx Torch adapter."""
     from perturbx.adapters import Torch
@@ -101,14 +117,15 @@ def _split_model(model):
 
     if isinstance(model, torch.nn.Module):
         return model, Torch
-    raise TypeError(f"model_randomization needs a torch.nn.Module or a perturbx.adapters.Torch adapter "
-                    f"(it re-initialises the model's layers). Got {type(model).__name__}.")
+    raise TypeError(f"The 'model' argument of model_randomization must be a torch.nn.Module or a "
+                    f"perturbx.adapters.Torch adapter (it re-initialises the model's layers). Got "
+                    f"{type(model).__name__}; a remote, ONNX or plain-function model cannot be randomised.")
 
 
 def model_randomization(model, explainer, x: np.ndarray, target: int | None = None, *,
-                        layers: list[str] | None = None, absolute: bool = False,
+                        layers: list[str] | None = None, absolute: bool = False, cascade: bool = True,
                         random_state: int = 0) -> RandomizationResult:
-    """Cascading randomisation of a torch model's layers, with the Spearman correlation per step.
+    """Cascading (or independent) randomisation of a torch model's layers, with the Spearman correlation per step.
 
     Parameters
     ----------
@@ -127,6 +144,11 @@ def model_randomization(model, explainer, x: np.ndarray, target: int | None = No
         most CNNs: from the output towards the input).
     absolute : bool, default False
         Correlate absolute values of the maps (Adebayo et al. report both).
+    cascade : bool, default True
+        True: step ``k`` has layers ``0 .. k`` randomised (cascading). False: step ``k``
+        has layer ``k`` alone randomised, every other layer as trained (independent
+        randomisation, Adebayo et al.'s second test), which tells which layer a map
+        depends on.
     random_state : int, default 0
         Seed of the new parameters (layer ``k`` uses :func:`layer_seed` ``(random_state, k)``).
 
@@ -144,12 +166,16 @@ def model_randomization(model, explainer, x: np.ndarray, target: int | None = No
                          f"but the model's layers with parameters are {parameter_layers(module)}.")
     first = explainer.explain(make_adapter(module), x, target)
     a0, target = as_map(first, None, "model_randomization")
+    if not isinstance(cascade, bool):
+        raise TypeError(f"The 'cascade' argument of model_randomization must be a bool. Got {cascade!r}.")
     randomised = copy.deepcopy(module)
     parts = dict(randomised.named_modules())
     maps, rhos = [a0], []
     for k, name in enumerate(names):
+        if not cascade and k > 0:  # put the previous layer back as trained
+            _restore(parts[names[k - 1]], known[names[k - 1]])
         _reinitialise(parts[name], layer_seed(seed, k))
         a, _ = as_map(explainer.explain(make_adapter(randomised), x, target), a0.shape, "model_randomization")
         maps.append(a)
         rhos.append(spearman(a0, a, absolute=absolute))
-    return RandomizationResult(names, np.array(rhos), np.stack(maps), target_label(target))
+    return RandomizationResult(names, np.array(rhos), np.stack(maps), target_label(target), cascade)

@@ -1,8 +1,11 @@
 """Metrics as configured objects for :func:`perturbx.compare.compare`.
 
 A spec holds a metric's settings and scores one :class:`Case` (an image, its
-explanation and what came with it) into named columns. ``resolve_metrics`` turns names
-such as ``"deletion"`` or ``"pointing_game"`` into specs with default settings.
+explanation and what came with it) into named columns. Every spec names the property it
+tests (``group``: one of :data:`GROUPS`) and says in one line how to read its columns
+(``guide``), so that a report can group and explain them. ``resolve_metrics`` turns names
+such as ``"deletion"``, ``"pointing_game"`` or a group name (``"robustness"``) into specs
+with default settings.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from .localisation import energy_pointing, pointing_game
 from .robustness import infidelity, max_sensitivity
 from .sanity import model_randomization
 
-__all__ = ["DIRECTIONS", "Case", "Deletion", "EnergyPointing", "Infidelity", "Insertion", "MaxSensitivity",
-           "MetricSpec", "PointingGame", "Randomization", "direction", "resolve_metrics"]
+__all__ = ["DIRECTIONS", "GROUPS", "ZERO_BEST", "Case", "Deletion", "EnergyPointing", "Infidelity", "Insertion",
+           "MaxSensitivity", "MetricSpec", "PointingGame", "Randomization", "direction", "resolve_metrics"]
+
+#: The properties a metric tests, in the order a report shows them
+GROUPS = ("faithfulness", "robustness", "randomisation", "complexity", "localisation")
 
 
 @dataclass
@@ -46,10 +52,22 @@ class Case:
 
 
 #: +1 when higher is better, -1 when lower is better, for every column a spec can produce
+#: (0: a reference column with no better side, e.g. the random-order control)
 DIRECTIONS: dict[str, int] = {
     "deletion_auc": -1, "insertion_auc": +1, "pointing_game": +1, "energy_pointing": +1,
     "infidelity": -1, "max_sensitivity": -1, "randomization_spearman": -1, "queries": -1, "seconds": -1,
+    "deletion_lerf_auc": +1, "deletion_random_auc": 0, "road_auc": -1, "irof": +1,
+    "faithfulness_correlation": +1, "faithfulness_estimate": +1, "monotonicity": +1, "completeness_gap": -1,
+    "avg_sensitivity": -1, "local_lipschitz": -1, "relative_input_stability": -1,
+    "relative_output_stability": -1, "relative_representation_stability": -1,
+    "randomization_independent_spearman": -1, "random_logit_ssim": -1,
+    "sparseness": +1, "complexity": -1,
+    "energy_pointing_weighted": +1, "relevance_rank_accuracy": +1, "top_k_intersection": +1,
+    "localisation_auc": +1, "focus": +1,
 }
+
+#: Columns whose best value is 0 with either sign (a report ranks them by absolute value)
+ZERO_BEST = frozenset({"randomization_spearman", "randomization_independent_spearman", "completeness_gap"})
 
 
 def direction(column: str) -> int:
@@ -69,6 +87,12 @@ class MetricSpec:
     name = "metric"
     columns: tuple[str, ...] = ()
     needs_mask = False
+    #: the property the metric tests, one of GROUPS
+    group = "faithfulness"
+    #: one line on how to read the columns
+    guide = ""
+    #: False when a group name should not bring it in (it needs special inputs, as focus needs mosaics)
+    in_groups = True
 
     def params(self) -> dict[str, Any]:
         return asdict(self) if hasattr(self, "__dataclass_fields__") else {}
@@ -85,6 +109,8 @@ class Deletion(MetricSpec):
     substrate: float | str = 0.0
     name = "deletion"
     columns = ("deletion_auc",)
+    group = "faithfulness"
+    guide = "Score left as the most relevant pixels are removed (area); lower: the map found what the model uses."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         return {"deletion_auc": deletion(case.adapter, case.x, case.explanation, case.target, step=self.step,
@@ -99,6 +125,8 @@ class Insertion(MetricSpec):
     substrate: float | str = "blur"
     name = "insertion"
     columns = ("insertion_auc",)
+    group = "faithfulness"
+    guide = "Score regained as the most relevant pixels are put back on a blurred copy (area); higher is better."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         return {"insertion_auc": insertion(case.adapter, case.x, case.explanation, case.target, step=self.step,
@@ -113,14 +141,18 @@ class PointingGame(MetricSpec):
     """
 
     tolerance: float = 15.0
+    ties: str = "share"
     name = "pointing_game"
     needs_mask = True
+    group = "localisation"
+    guide = "Share of hits: the map's maximum lies on the object (tied maxima score their share); higher is better."
 
     def __post_init__(self) -> None:
         self.columns = ("pointing_game" if self.tolerance == 15.0 else f"pointing_game_{self.tolerance:g}px",)
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
-        return {self.columns[0]: float(pointing_game(case.explanation, case.mask, tolerance=self.tolerance))}
+        return {self.columns[0]: float(pointing_game(case.explanation, case.mask, tolerance=self.tolerance,
+                                                     ties=self.ties))}
 
 
 @dataclass
@@ -130,6 +162,8 @@ class EnergyPointing(MetricSpec):
     name = "energy_pointing"
     columns = ("energy_pointing",)
     needs_mask = True
+    group = "localisation"
+    guide = "Share of the positive attribution that falls on the object; higher is better."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         return {"energy_pointing": energy_pointing(case.explanation, case.mask)}
@@ -147,6 +181,8 @@ class Infidelity(MetricSpec):
     random_state: int = 0
     name = "infidelity"
     columns = ("infidelity",)
+    group = "faithfulness"
+    guide = "Squared error of the map (optimally scaled) predicting score drops under random removals; lower."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         return {"infidelity": infidelity(case.adapter, case.x, case.explanation, case.target,
@@ -164,6 +200,8 @@ class MaxSensitivity(MetricSpec):
     random_state: int = 0
     name = "max_sensitivity"
     columns = ("max_sensitivity",)
+    group = "robustness"
+    guide = "Largest relative change of the map when the input moves by tiny noise; lower is steadier."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         return {"max_sensitivity": max_sensitivity(case.adapter, case.explainer, case.x, case.target,
@@ -183,6 +221,8 @@ class Randomization(MetricSpec):
     random_state: int = 0
     name = "randomization"
     columns = ("randomization_spearman",)
+    group = "randomisation"
+    guide = "Rank correlation with the map of the fully randomised model; near 0: the map depends on the weights."
 
     def __call__(self, case: Case) -> dict[str, float | Curve]:
         result = model_randomization(case.adapter, case.explainer, case.x, case.target,
@@ -190,18 +230,35 @@ class Randomization(MetricSpec):
         return {"randomization_spearman": float(result.spearman[-1])}
 
 
+from .specs_more import MORE_SPECS  # noqa: E402  (the new specs subclass MetricSpec above)
+
 SPECS: dict[str, type[MetricSpec]] = {cls.name: cls for cls in (
-    Deletion, Insertion, PointingGame, EnergyPointing, Infidelity, MaxSensitivity, Randomization)}
+    Deletion, Insertion, PointingGame, EnergyPointing, Infidelity, MaxSensitivity, Randomization, *MORE_SPECS)}
 ALIASES = {"pointing": "pointing_game", "energy": "energy_pointing", "sensitivity": "max_sensitivity",
-           "sanity": "randomization", "model_randomization": "randomization"}
+           "sanity": "randomization", "model_randomization": "randomization", "randomisation_test": "randomization",
+           "gini": "sparseness", "entropy": "complexity", "auc": "localisation_auc", "lipschitz": "local_lipschitz",
+           "ris": "relative_input_stability", "ros": "relative_output_stability",
+           "rrs": "relative_representation_stability", "lerf": "deletion_controls", "random_logit_test": "random_logit"}
+#: Group names accepted by resolve_metrics: every spec of the group with its default settings
+GROUP_ALIASES = {"randomization": "randomisation", "localization": "localisation"}
+
+
+def group_specs(group: str, have_masks: bool) -> list[str]:
+    """Names of the specs of ``group`` (the localisation ones only with masks), in catalogue order."""
+    return [name for name, cls in SPECS.items()
+            if cls.group == group and cls.in_groups and (have_masks or not cls.needs_mask)]
 
 
 def resolve_metrics(metrics: object, have_masks: bool) -> list[MetricSpec]:
-    """Specs for ``metrics``: "default", "all", or a sequence of names and specs.
+    """Specs for ``metrics``: "default", "all", a group name, or a sequence of names, group names and specs.
 
     "default" is deletion and insertion, plus pointing game and energy pointing when
     ground-truth masks are given. "all" adds infidelity, max-sensitivity and the
-    randomisation check (expensive: every method runs again many times per image).
+    randomisation check (expensive: every method runs again many times per image). A
+    group name (one of :data:`GROUPS`: "faithfulness", "robustness", "randomisation",
+    "complexity", "localisation") stands for every metric of that property (the
+    localisation ones only with masks); "complexity" is the group (sparseness and
+    complexity), "entropy" the complexity metric alone.
     """
     if isinstance(metrics, str) and metrics in ("default", "all"):
         names = ["deletion", "insertion"] + (["pointing_game", "energy_pointing"] if have_masks else [])
@@ -210,12 +267,20 @@ def resolve_metrics(metrics: object, have_masks: bool) -> list[MetricSpec]:
         metrics = names
     if isinstance(metrics, (str, MetricSpec)):
         metrics = [metrics]
-    specs = []
+    specs: list[MetricSpec] = []
     for m in metrics:  # type: ignore[union-attr]
         if isinstance(m, str):
-            key = ALIASES.get(m.strip().lower(), m.strip().lower())
+            key = m.strip().lower()
+            key = GROUP_ALIASES.get(key, key)
+            if key in GROUPS:
+                specs += [SPECS[n]() for n in group_specs(key, have_masks) if all(n != t.name for t in specs)]
+                continue
+            key = ALIASES.get(key, key)
             if key not in SPECS:
-                raise ValueError(f"Unknown metric {m!r}; the metrics are {sorted(SPECS)} (or 'default', 'all').")
+                raise ValueError(f"Unknown metric {m!r}; the metrics are {sorted(SPECS)}, the groups {list(GROUPS)} "
+                                 f"(or 'default', 'all').")
+            if any(t.name == key for t in specs):
+                continue
             m = SPECS[key]()
         if not isinstance(m, MetricSpec):
             raise TypeError(f"A metric must be a name or a perturbx.metrics.specs.MetricSpec. Got {type(m).__name__}.")
