@@ -9,7 +9,7 @@ import pytest
 from skimage import data, feature, transform
 
 import perturbx
-from perturbx import targets as T
+import perturbx.targets as T  # noqa: N812
 from perturbx._utils import Layout
 from perturbx.adapters import Callable
 from perturbx.baselines import check_baseline, resolve_baseline

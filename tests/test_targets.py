@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import perturbx
-from perturbx import targets as T
+import perturbx.targets as T  # noqa: N812
 from perturbx.adapters import Callable
 from perturbx.targets.detection import box_iou, parse_detections
 from tests.servers.toy_models import TOY_BOXES, multi_head, toy_detector
@@ -56,6 +56,7 @@ def test_region_is_the_weighted_mean_of_a_channel(rng):
     mask[1:3, 2:5] = True
     bound, ref = T.bind(T.Region(mask, 2), dense[:1], INFO)
     np.testing.assert_allclose(bound.scores(dense)[:, 0], dense[:, 2][:, mask].mean(axis=1))
+    assert ref[0] == pytest.approx(dense[0, 2][mask].mean())
     top = int(np.argmax(dense[0][:, mask].mean(axis=1)))
     assert T.bind(T.Region(mask), dense[:1], INFO)[0].labels.tolist() == [top]
     soft = np.exp(dense) / np.exp(dense).sum(axis=1, keepdims=True)
@@ -211,7 +212,7 @@ def test_drise_on_the_toy_detector_peaks_in_each_box(rng):
 # -- gradient methods ------------------------------------------------------------------------------------
 def test_gradients_of_differentiable_targets_equal_autograd():
     torch = pytest.importorskip("torch")
-    from perturbx import gradients as G
+    import perturbx.gradients as G  # noqa: N812
     from perturbx.adapters import Torch
 
     torch.manual_seed(0)
@@ -304,7 +305,7 @@ def test_a_wrong_sampler_estimator_pairing_fails_at_construction():
                                         "yields CoalitionChunk"):
         engine.Plan(UniformCoalitionSampler(SegmentMap(seg), 10, rng), renderer,
                     ShapleyRegression(seg, np.zeros(1), 4))
-    with pytest.raises(TypeError, match="PermutationShapley reads PermutationChunk.*RandomGridSampler yields GridChunk"):
+    with pytest.raises(TypeError, match="PermutationShapley reads PermutationChunk.*RandomGridSampler yields Grid"):
         engine.Plan(RandomGridSampler((4, 4), 4, (2, 2), 0.5, rng), renderer, PermutationShapley(seg, np.zeros(1)))
     with pytest.raises(TypeError, match="WindowDrops reads WindowChunk"):
         from perturbx.estimators.window_drops import WindowDrops
