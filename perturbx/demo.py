@@ -99,20 +99,25 @@ def baseline_note(model, images: np.ndarray, labels: np.ndarray) -> str:
 
 @dataclass
 class MethodSummary:
-    """What the demo prints for one method."""
+    """What the demo prints for one method.
+
+    ``hits`` and ``hits_strict`` add up the pointing game over the images (within 15 px,
+    and on the object itself): a map whose maximum is shared by several pixels scores the
+    share of them that hit, so the sums need not be whole numbers.
+    """
 
     name: str
     queries: float
     seconds: float
-    hits: int
-    hits_strict: int
+    hits: float
+    hits_strict: float
     n: int
     deletion_auc: float = float("nan")
     insertion_auc: float = float("nan")
 
     def line(self) -> str:
         return (f"{self.name:<15} {self.queries:>6.0f} queries/image {self.seconds:>7.3f} s/image  "
-                f"peak on object {self.hits_strict}/{self.n} (within 15 px: {self.hits}/{self.n})  "
+                f"peak on object {self.hits_strict:.3g}/{self.n} (within 15 px: {self.hits:.3g}/{self.n})  "
                 f"deletion AUC {self.deletion_auc:.3f}  insertion AUC {self.insertion_auc:.3f}")
 
 
@@ -125,7 +130,8 @@ def summarise(comp: Comparison) -> list[MethodSummary]:
         hits = [pointing_game(maps[i], comp.ground_truth[i]) for i in range(comp.n_images)]
         strict = [pointing_game(maps[i], comp.ground_truth[i], tolerance=0) for i in range(comp.n_images)]
         out.append(MethodSummary(method, float(np.mean([r["queries"] for r in rows])),
-                                 float(np.mean([r["seconds"] for r in rows])), sum(hits), sum(strict), len(rows),
+                                 float(np.mean([r["seconds"] for r in rows])), float(np.nansum(hits)),
+                                 float(np.nansum(strict)), len(rows),
                                  float(np.nanmean([r.get("deletion_auc", np.nan) for r in rows])),
                                  float(np.nanmean([r.get("insertion_auc", np.nan) for r in rows]))))
     return out
