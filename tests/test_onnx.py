@@ -162,3 +162,51 @@ def test_missing_onnxruntime_names_the_extra(small_files, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"pip install 'perturbx\[onnx\]'"):
         ONNX(small_files["dynamic"])
+
+
+class TwoHeads(torch.nn.Module):
+    """A segmenter-and-classifier: named outputs ``dense`` (n, 2, H, W) and ``logits`` (n, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+        self.head = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        dense = torch.tanh(self.conv(x))
+        return dense, self.head(dense.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_named_outputs_reach_the_target(tmp_path, batch):
+    from perturbx.targets import Class, Region
+
+    torch.manual_seed(2)
+    net = TwoHeads().eval()
+    example = torch.rand(batch or 2, *SMALL)
+    dynamic = None if batch else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=["dense", "logits"],
+                      dynamic_shapes=dynamic, dynamo=True, external_data=False, verbose=False, optimize=False)
+    x = np.random.default_rng(0).random(SMALL, dtype=np.float32)
+    model = ONNX(str(path), output_name="*", batch_size=8)
+    raw = model.predict_raw(x[None])
+    assert sorted(raw) == ["dense", "logits"] and raw["dense"].shape == (1, 2, 20, 23)
+    mask = np.zeros(SMALL[1:], bool)
+    mask[5:15, 4:12] = True
+    rise = RISE(n_masks=40, grid_size=3, random_state=0)
+    for target in (Region(mask, 1, output="dense"), Class(2, output="logits")):
+        onnx_map = rise.explain(model, x, target=target).attributions
+        torch_map = rise.explain(Torch(net, batch_size=8), x, target=_unnamed(target)).attributions
+        np.testing.assert_allclose(onnx_map, torch_map, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"'output_name' parameter of ONNX must be one of \['dense', 'logits'\]"):
+        ONNX(str(path), output_name=["dense", "boxes"])
+
+
+def _unnamed(target):
+    """The same target for the torch module, whose two outputs come as a tuple: named "0" and "1"."""
+    from perturbx.targets import Class, Region
+
+    if isinstance(target, Region):
+        return Region(target.mask, target.channel[0], output="0")
+    return Class(target.index[0], output="1")

@@ -329,3 +329,27 @@ def test_errors_name_the_argument():
         Remote("http://127.0.0.1:9", "m", verify=1.5)
     with pytest.raises(ValueError, match=r"expects samples of shape \(3, 8, 8\)"):
         RISE(n_masks=4).explain(Remote("http://127.0.0.1:9", "m", sample_shape=SHAPE), np.zeros((3, 4, 4)))
+
+
+def test_named_outputs_of_a_detector_and_their_cache(server, tmp_path):
+    """A KServe v2 answer with several output tensors (boxes, scores, labels) reaches the target as a dict,
+    gives the map the same detector gives in-process, and is cached row by row with its shapes."""
+    from perturbx import DRISE
+
+    from .servers.toy_models import toy_detector
+
+    x = np.random.default_rng(5).random((3, 32, 32), dtype=np.float32)
+    remote = Remote(server.url, "detector", output_name=["boxes", "scores", "labels"], batch_size=8,
+                    concurrency=2, cache_dir=tmp_path)
+    raw = remote.predict_raw(x[None])
+    assert sorted(raw) == ["boxes", "labels", "scores"] and raw["boxes"].shape == (1, 2, 4)
+    explainer = DRISE(n_masks=64, grid_size=4, random_state=0, min_score=0.1)
+    e = explainer.explain(remote, x)
+    here = explainer.explain(Callable(toy_detector, batch_size=remote.batch_size), x)
+    np.testing.assert_allclose(e.attributions, here.attributions, rtol=1e-6, atol=1e-9)
+    sent = remote.n_sent
+    again = explainer.explain(remote, x)
+    assert remote.n_sent == sent and remote.n_cached >= 65
+    np.testing.assert_array_equal(again.attributions, e.attributions)
+    with pytest.raises(MalformedResponseError, match="without an output named 'masks'"):
+        Remote(server.url, "detector", output_name=["boxes", "masks"]).predict_raw(x[None])

@@ -12,6 +12,8 @@ behaviour:
 - ``always503``: never succeeds.
 - garbage, answered with HTTP 200: ``html``, ``no-outputs``, ``bad-shape``, ``wrong-rows``,
   ``short-data``, ``nan``, ``strings``.
+- ``detector`` answers three named output tensors ``boxes`` (n, 2, 4), ``scores`` (n, 2) and ``labels``
+  (n, 2, INT64) of :func:`tests.servers.toy_models.toy_detector` (CHW images of 32 x 32).
 - ``echo-auth`` (HTTP 401) and ``echo-auth-500`` (HTTP 500) put the request's Authorization
   header in the error body, as a careless server might.
 - any other name: HTTP 404.
@@ -116,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
         if name in ("echo-auth-500", "always503"):
             status = 500 if name == "echo-auth-500" else 503
             return self._send(status, {"error": f"server error for {self.headers.get('Authorization')}"})
-        if name not in ("ok", "slowok", "flaky", *GARBAGE):
+        if name not in ("ok", "slowok", "flaky", "detector", *GARBAGE):
             return self._send(404, {"error": f"Model {name} not found"})
         request = json.loads(body)["inputs"][0]
         x = np.asarray(request["data"], dtype=np.float32).reshape(request["shape"])
@@ -126,9 +128,22 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(srv.slow_seconds / 10)
         if name in GARBAGE:
             return self._garbage(name, x)
+        if name == "detector":
+            return self._detections(x)
         scores = srv.score(x)
         self._send(200, {"model_name": name, "outputs": [
             {"name": "scores", "shape": list(scores.shape), "datatype": "FP64", "data": scores.ravel().tolist()}]})
+
+    def _detections(self, x: np.ndarray) -> None:
+        from tests.servers.toy_models import toy_detector
+
+        with self.server.lock:
+            self.server.rows_scored += len(x)
+        out = toy_detector(x)
+        types = {"boxes": "FP32", "scores": "FP64", "labels": "INT64"}
+        self._send(200, {"model_name": "detector", "outputs": [
+            {"name": k, "shape": list(v.shape), "datatype": types[k],
+             "data": (v.astype(np.int64) if types[k] == "INT64" else v).ravel().tolist()} for k, v in out.items()]})
 
     def _fail(self, body: bytes) -> bool:
         """True when this attempt was made to fail (and the failure already happened)."""
