@@ -249,8 +249,8 @@ def test_compare_errors(rng):
         compare(model, x, [occ, occ])
     with pytest.raises(ValueError, match="Unknown method 'nope'"):
         compare(model, x, ["nope"])
-    with pytest.raises(ValueError, match="Unknown metric 'auc'"):
-        compare(model, x, [occ], metrics=["auc"])
+    with pytest.raises(ValueError, match="Unknown metric 'no_such_metric'"):
+        compare(model, x, [occ], metrics=["no_such_metric"])
     with pytest.raises(ValueError, match="'n_jobs' argument of compare"):
         compare(model, x, [occ], n_jobs=0)
     with pytest.raises(ValueError, match="3 class indices"):
