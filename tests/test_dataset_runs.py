@@ -188,7 +188,7 @@ def test_files_are_read_as_the_cli_reads_them(tmp_path):
     (folder / "e.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"cannot read image .*e\.png") as caught:
         explain_dataset(Occlusion(window=4, stride=4), Callable(model), [folder / "e.png"], out=tmp_path / "o2")
-    with pytest.raises(CLIError) as cli_caught:
+    with pytest.raises(CLIError, match=r"cannot read image .*e\.png") as cli_caught:
         cli_read(folder / "e.png", None)
     assert str(caught.value) == str(cli_caught.value)
 
