@@ -26,6 +26,15 @@ from perturbx.visualize.transforms import Draw, affine_warp  # noqa: E402
 SHAPE = (3, 16, 16)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for this module (the machine's cores are shared), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def net():
     """A small random CNN over (3, 16, 16) images with 5 classes and named layers."""
