@@ -89,7 +89,7 @@ class Adapter(ABC):
     def predict_target(self, batch: Array, target: Target) -> np.ndarray:
         """Scalars ``(n, T)`` float64 of a bound ``target`` for a backend batch of at most ``batch_size`` rows."""
         if isinstance(target, Class) and target.output is None:
-            return self.predict_batch(batch)[:, target.labels]
+            return target.select(self.predict_batch(batch))
         return evaluate(target, self.predict_raw(batch), int(batch.shape[0]), self._model_name())
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -83,6 +83,10 @@ class Explainer(Configurable, ABC):
     def _check_target(self, target: Target) -> None:
         """Refuse, before any query, a target this family cannot explain (e.g. a non-differentiable one)."""
 
+    def _prepare_target(self, target: Target) -> Target:
+        """The target this method explains for the one asked for (e.g. a class's log-odds); the same by default."""
+        return target
+
     @abstractmethod
     def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
         """Attributions ``(T, H, W)`` (or ``(T, C, H, W)`` per channel) and the method's extras."""
@@ -110,7 +114,7 @@ class Explainer(Configurable, ABC):
         start = time.perf_counter()
         adapter = self._adapter(model)
         x = self._check_sample(adapter, x)
-        wanted = as_target(self._default_target() if target is None else target)
+        wanted = self._prepare_target(as_target(self._default_target() if target is None else target))
         self._check_target(wanted)
         before = adapter.n_queries
         output = adapter.predict_raw(adapter.backend.asarray(x[None], adapter.dtype))

@@ -49,7 +49,7 @@ def test_compare_ten_images_three_methods_rows(ten):
     assert [(r["image"], r["method"]) for r in comp.rows] == [(i, m) for i in range(10) for m in comp.methods]
     assert [r["target"] for r in comp.rows[::3]] == data.labels.tolist()
     queries = {m: {r["queries"] for r in comp.rows if r["method"] == m} for m in comp.methods}
-    assert queries == {"Occlusion": {1 + 7 * 7}, "RISE": {101}, "Saliency": {1}}
+    assert queries == {"Occlusion": {1 + 7 * 7}, "RISE": {101}, "Saliency": {2}}   # Saliency: f(x) and one gradient row
     summary = comp.summary()
     assert [s["method"] for s in summary] == comp.methods and all(s["n"] == 10 for s in summary)
     for s in summary:

@@ -3,6 +3,8 @@ zeroth-order estimator's expectation, frozen weights, layouts, budgets, seeds an
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -18,11 +20,12 @@ from perturbx.optimize.optimizers import SGD, Adam, Autograd, MaskProblem, Zerot
 from perturbx.optimize.renderers import blur  # noqa: E402
 
 
-def paper_objective_run(net, x: np.ndarray, target: int, steps: int) -> np.ndarray:
+def paper_objective_run(net, x: np.ndarray, target: int, steps: int, l1: float = 1e-4, tv_coeff: float = 1e-2
+                        ) -> np.ndarray:
     """Fong & Vedaldi's deletion game at 224 px, written from the paper's formula.
 
-    min_m f_c(m x + (1 - m) blur(x)) + 1e-4 ||1 - m||_1 + 1e-2 sum_u |grad m(u)|^3, with m a
-    28 x 28 grid upsampled bilinearly, Adam (lr 0.1), clamped to [0, 1] after every step.
+    min_m f_c(m x + (1 - m) blur(x)) + l1 ||1 - m||_1 + tv_coeff sum_u |grad m(u)|^3 (the paper: 1e-4,
+    1e-2), with m a 28 x 28 grid upsampled bilinearly, Adam (lr 0.1), clamped to [0, 1] after every step.
     """
     blurred = torch.as_tensor(blur(x, perturbx._utils.Layout("CHW"), 10.0))[None]
     xt = torch.as_tensor(x)[None]
@@ -33,20 +36,27 @@ def paper_objective_run(net, x: np.ndarray, target: int, steps: int) -> np.ndarr
         m = up(p).clamp(0, 1)
         prob = torch.softmax(net(m * xt + (1 - m) * blurred), dim=1)[0, target]
         tv = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(3).sum() + (m[..., :, 1:] - m[..., :, :-1]).abs().pow(3).sum()
-        loss = prob + 1e-4 * (1 - m).abs().sum() + 1e-2 * tv
+        loss = prob + l1 * (1 - m).abs().sum() + tv_coeff * tv
         (p.grad,) = torch.autograd.grad(loss, [p])
         opt.step()
         p.data.clamp_(0, 1)
     return up(p).clamp(0, 1)[0, 0].detach().numpy()
 
 
-def test_deletion_game_equals_the_paper_formula_at_224(small_cnn, rng):
+@pytest.mark.parametrize(("l1", "tv"), [(1e-4, 1e-2), (0.0, 1e-2)])
+def test_deletion_game_equals_the_paper_formula_at_224(small_cnn, rng, l1, tv):
+    """objective="score" is the paper's. With its coefficients the random CNN's probability gradients are
+    smaller than the area term's and nothing is deleted; without the area term the mask moves."""
     x = rng.random((3, 224, 224), dtype=np.float32)
     frozen = [p.requires_grad for p in small_cnn.parameters()]
-    ours = MeaningfulPerturbation(steps=6).explain(Torch(small_cnn, output="probs"), x, target=1)
-    ref = paper_objective_run(small_cnn, x, 1, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # the constant mask of the first case is reported
+        ours = MeaningfulPerturbation(steps=6, objective="score", l1_coeff=l1, tv_coeff=tv).explain(
+            Torch(small_cnn, output="probs"), x, target=1)
+    ref = paper_objective_run(small_cnn, x, 1, 6, l1, tv)
     np.testing.assert_allclose(ours.mask, ref, atol=1e-4)
     np.testing.assert_allclose(ours.attributions, 1 - ref, atol=1e-4)
+    assert ours.moved == (ref.min() < 1 - 1e-3) and (ours.moved or l1 > 0)
     assert ours.optimizer == "autograd" and ours.n_queries == 1 + 6 + 1
     assert ours.objective.shape == (6,) and ours.model_term.shape == (6,)
     assert [p.requires_grad for p in small_cnn.parameters()] == frozen
@@ -93,7 +103,7 @@ def linear_problem(weights: np.ndarray, x: np.ndarray, lr: float, steps: int = 1
     xt = torch.as_tensor(x)[None]
     return MaskProblem(
         params=torch.full((1, *x.shape[1:]), 0.5), generate=lambda p: p,
-        render=lambda m: layout.expand_masks(m) * xt, targets=np.array([0]), model_loss=lambda s: s,
+        render=lambda m: layout.expand_masks(m) * xt, targets=np.array([0]), model_loss=lambda s, positions: s,
         regulariser=lambda m, t: torch.zeros(len(m)), make_optimizer=lambda: SGD(lr, momentum=0.0, dampening=0.0),
         steps=steps)
 
@@ -149,7 +159,7 @@ def test_optimizer_is_chosen_from_the_adapter(small_cnn, rng):
 def test_same_seed_same_mask_black_box(small_cnn, rng):
     x = rng.random((3, 20, 23), dtype=np.float32)
     model = Callable(numpy_model(small_cnn), batch_size=7)     # steps of 8 rows are split in two calls
-    kw = {"steps": 5, "n_pairs": 4, "game": "preservation", "l1_coeff": 0.0, "tv_coeff": 0.0}
+    kw = {"steps": 5, "n_pairs": 4, "game": "preservation", "objective": "score", "l1_coeff": 0.0, "tv_coeff": 0.0}
     a = MeaningfulPerturbation(**kw, random_state=3).explain(model, x, target=2)
     b = MeaningfulPerturbation(**kw, random_state=3).explain(Callable(numpy_model(small_cnn), batch_size=7), x, 2)
     c = MeaningfulPerturbation(**kw, random_state=4).explain(model, x, target=2)
@@ -246,5 +256,6 @@ def test_baseline_option_replaces_the_blur(small_cnn, rng):
     x = rng.random((3, 20, 23), dtype=np.float32)
     e = MeaningfulPerturbation(steps=3, baseline=0.0).explain(Torch(small_cnn, output="probs"), x, target=0)
     with torch.no_grad():
-        kept = torch.softmax(small_cnn(torch.as_tensor(e.mask[None, None] * x[None])), dim=1)[0, 0]
-    assert e.mask_scores == pytest.approx(float(kept), abs=1e-6)
+        kept = torch.softmax(small_cnn(torch.as_tensor(e.mask[None, None] * x[None])), dim=1)[0].double()
+    log_odds = torch.log(kept[0]) - torch.log(kept[1:].sum())          # the default objective's scalar
+    assert e.mask_scores == pytest.approx(float(log_odds), abs=1e-5)

@@ -181,7 +181,7 @@ class ExtremalPerturbation(MaskExplainer):
         params = torch.ones((n_targets * n_areas, *generator.shape_in), dtype=torch.float32, device=setup.device)
         return MaskProblem(
             params=params, generate=generator, render=render, targets=np.repeat(setup.targets, n_areas),
-            model_loss=lambda s: game_loss(s, self.game), regulariser=regulariser,
+            model_loss=lambda s, positions: game_loss(s, self.game), regulariser=regulariser,
             make_optimizer=lambda: SGD(lr, momentum=0.9, dampening=0.9),
             steps=self.steps, jitter=self.jitter)
 

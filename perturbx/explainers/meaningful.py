@@ -8,20 +8,45 @@ from perturbx._utils import check_choice, check_float, check_int_tuple
 from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.optimize.base import MaskExplainer, Setup
 from perturbx.optimize.masks import UpsampledMask, _torch
-from perturbx.optimize.objectives import GAMES, REFERENCE_PIXELS, game_loss, l1_area, total_variation
+from perturbx.optimize.objectives import (
+    GAMES,
+    OBJECTIVES,
+    REFERENCE_PIXELS,
+    game_loss,
+    l1_area,
+    log_odds_loss,
+    total_variation,
+)
 from perturbx.optimize.optimizers import Adam, MaskProblem
 from perturbx.optimize.renderers import BlendPerturbation, blur
+from perturbx.targets import Class, Target
 
 
 class MeaningfulPerturbation(MaskExplainer):
     """Optimise a smooth mask that deletes (or preserves) the evidence for a class.
 
     Deletion game (default): find the keep-mask ``m`` (1 keeps a pixel, 0 replaces it by
-    the blurred image) minimising ``f_c(x_m) + l1_coeff ||1 - m||_1 + tv_coeff
+    the blurred image) minimising ``L(x_m) + l1_coeff ||1 - m||_1 + tv_coeff
     sum_u |grad m(u)|^tv_beta``; the saliency is ``1 - m``, what had to be deleted.
-    Preservation game: minimise ``-f_c(x_m) + l1_coeff ||m||_1 + TV``; the saliency is
-    ``m``. The mask is a ``mask_shape`` grid bilinearly upsampled to the image and clamped
-    to [0, 1] after every step.
+    Preservation game: the mask keeps (its ones) what holds the class up, ``L`` rewarding
+    the kept class, ``l1_coeff ||m||_1``; the saliency is ``m``. The mask is a
+    ``mask_shape`` grid bilinearly upsampled to the image and clamped to [0, 1] after
+    every step.
+
+    The model term ``L`` (``objective``): by default (``"log_odds"``, for class targets)
+    the class's softmax log-odds ``l = log p_c - log sum_{k != c} p_k`` relative to the way
+    from the input's ``l_x`` down to chance, ``max(l - l_0, 0) / (l_x - l_0)`` with
+    ``l_0 = -log(C - 1)`` (:func:`perturbx.optimize.objectives.log_odds_loss`). The paper
+    uses the probability ``p_c`` itself (``objective="score"``), whose gradient vanishes
+    when the model is confident: at ``p_c = 0.9999`` a deletion that halves the odds moves
+    ``p_c`` by 1e-4, and on classifiers with probabilities near 1 every mask stays where it
+    started. The log-odds move by the same amount at any confidence, the target "the class
+    is down to chance" is reachable, and the term still lies in [0, 1] like a probability,
+    so the area and smoothness coefficients keep their meaning. Log-odds are computed from
+    probabilities when the model returns them (rows that sum to 1) without forming
+    ``1 - p_c``, so even a probability that rounds to 1.0 in float32 keeps its information,
+    and from logits otherwise. For other targets (a detection, a region) the objective is
+    their scalar, as the paper's.
 
     Defaults (224 x 224 images): blur sigma 10 px, a 28 x 28 mask, ``l1_coeff = 1e-4``,
     ``tv_coeff = 1e-2``, ``tv_beta = 3``, Adam with learning rate 0.1, 500 steps: the
@@ -33,18 +58,20 @@ class MeaningfulPerturbation(MaskExplainer):
     taken over the upsampled mask as if it were drawn at 224 x 224 (so the same relative
     mask costs the same at any size, see :mod:`perturbx.optimize.objectives`); the mask
     grid stays 28 x 28, a fixed fraction of the image. The coefficients assume scores that
-    are probabilities, as in the paper: use ``adapters.Torch(net, output="probs")`` or a
-    function that returns probabilities.
+    are a term in [0, 1]: a probability, as in the paper, or the default normalised
+    log-odds, from logits or probabilities alike.
 
-    Known limits, seen on the demo CNN (64 px): a probability that saturates at 1 has no
-    gradient and the mask stays at 1 (nothing deleted); with autograd the 28 x 28 mask
-    deletes scattered specks on the object (the smooth search directions of the
-    zeroth-order optimiser give blobs). :class:`ExtremalPerturbation`, whose area is fixed
-    and whose reward is the logit, localises objects more reliably.
+    A mask that never moved from its start (a model whose score does not respond, or a
+    step budget too small) gives a constant map: ``extras["moved"]`` is False for that
+    target and a ``RuntimeWarning`` says so, rather than returning it as an explanation.
 
     Parameters
     ----------
     game : {"deletion", "preservation"}, default "deletion"
+    objective : {"log_odds", "score"}, default "log_odds"
+        The model term: the normalised log-odds above (class targets; other targets use
+        their scalar) or the target's scalar as the paper (``"score"``; earlier perturbx
+        versions, whose seeded results it reproduces).
     baseline : None, float, str, array or callable, default None
         What the mask's zeros show. None: the input blurred with ``blur_sigma``; anything
         else as in :mod:`perturbx.baselines`.
@@ -85,12 +112,14 @@ class MeaningfulPerturbation(MaskExplainer):
 
     single_mask = True
 
-    def __init__(self, *, game: str = "deletion", baseline=None, blur_sigma: float = 10.0, mask_shape=28,
+    def __init__(self, *, game: str = "deletion", objective: str = "log_odds", baseline=None,
+                 blur_sigma: float = 10.0, mask_shape=28,
                  l1_coeff: float = 1e-4, tv_coeff: float = 1e-2, tv_beta: float = 3.0, steps: int = 500,
                  learning_rate: float = 0.1, optimizer: str = "auto", n_pairs: int = 8, search_sigma: float = 0.25,
                  search_grid: int = 8, random_state=None, max_queries: int | None = None) -> None:
         owner = "MeaningfulPerturbation"
         self.game = check_choice(game, "game", owner, GAMES)
+        self.objective = check_choice(objective, "objective", owner, OBJECTIVES)
         self.baseline = None if baseline is None else check_baseline(baseline, owner)
         self.blur_sigma = check_float(blur_sigma, "blur_sigma", owner, low=0.0, high=np.inf, high_open=True)
         self.mask_shape = check_int_tuple(mask_shape, "mask_shape", owner)
@@ -126,8 +155,30 @@ class MeaningfulPerturbation(MaskExplainer):
         lr = self.learning_rate
         return MaskProblem(
             params=params, generate=UpsampledMask(setup.hw, self.mask_shape), render=render,
-            targets=setup.targets, model_loss=lambda s: game_loss(s, self.game), regulariser=regulariser,
+            targets=setup.targets, model_loss=self._model_loss(setup), regulariser=regulariser,
             make_optimizer=lambda: Adam(lr), steps=self.steps)
+
+    def _prepare_target(self, target: Target) -> Target:
+        """A class is explained through its log-odds unless ``objective="score"``."""
+        if self.objective == "log_odds" and isinstance(target, Class) and target.score == "output":
+            index = target.index if target.index is None or not target.single else target.index[0]
+            return Class(index, output=target.output, score="log_odds")
+        return target
+
+    def _model_loss(self, setup: Setup):
+        """``(scores, positions) -> loss``: the normalised log-odds for a log-odds class, else the game's score."""
+        target = setup.target
+        if not (isinstance(target, Class) and target.score == "log_odds"):
+            return lambda s, positions: game_loss(s, self.game)
+        torch = _torch()
+        reference = torch.as_tensor(setup.reference, dtype=torch.float32, device=setup.device)
+        floor = target.chance_log_odds
+
+        def loss(scores, positions):
+            ref = reference.to(scores.device)[torch.as_tensor(positions, device=scores.device)]
+            return log_odds_loss(scores, ref.to(scores.dtype), floor, self.game)
+
+        return loss
 
     def _attributions(self, masks: np.ndarray) -> np.ndarray:
         return 1.0 - masks[:, 0] if self.game == "deletion" else masks[:, 0].copy()

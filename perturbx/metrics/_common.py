@@ -91,7 +91,7 @@ def resolve_target(adapter, x: np.ndarray, target: object, from_map: object, own
     if target is None or not target.bound:
         info = BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name())
         return bind(Class(None) if target is None else target, output, info)
-    if isinstance(target, Class) and target.output is None:
+    if isinstance(target, Class) and target.output is None and target.score == "output":
         n_classes = check_scores(output, 1, adapter._model_name()).shape[1]
         if max(target.labels) >= n_classes:
             raise ValueError(f"The 'target' argument of {owner} is {target_label(target)} but the model returns "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,14 @@ from .optimizers import OPTIMIZERS, Autograd, MaskProblem, OptimResult, ZerothOr
 
 #: smallest image side the mask parametrisations make sense for
 MIN_SIDE = 8
+#: a mask whose values spread less than this never moved from its start (its map is constant)
+MOVED_TOLERANCE = 1e-3
+
+
+def _moved(masks: np.ndarray) -> np.ndarray:
+    """Whether each mask ``(T, A, H, W)`` is not constant: ``(T, A)`` bool."""
+    flat = masks.reshape(*masks.shape[:2], -1)
+    return (flat.max(axis=-1) - flat.min(axis=-1)) > MOVED_TOLERANCE
 
 
 @dataclass
@@ -38,6 +47,8 @@ class Setup:
     target: Target
     device: Any
     rng: np.random.Generator
+    #: the target's scalars for the unperturbed input, (T,)
+    reference: np.ndarray | None = None
 
     @property
     def targets(self) -> np.ndarray:
@@ -110,7 +121,7 @@ class MaskExplainer(Explainer):
         optimiser = self._select_optimizer(adapter, target, request.rng)
         device = adapter.device if isinstance(adapter, Torch) else _torch().device("cpu")
         setup = Setup(request.x, hw, float(np.sqrt(hw[0] * hw[1])) / REFERENCE_SIDE, adapter, target, device,
-                      request.rng)
+                      request.rng, request.reference)
         budget = request.budget
         with grad_enabled():
             problem = self._problem(setup)
@@ -120,6 +131,7 @@ class MaskExplainer(Explainer):
             result = optimiser.run(problem, budget)
             kept = self._score_masks(problem, result, adapter)
         masks = result.masks.reshape(target.n_outputs, -1, *hw)
+        self._warn_if_constant(masks, target)
         extras = self._extras(result, masks, kept, target.single)
         extras.update(optimizer=optimiser.name, steps_done=result.steps_done, optimizer_queries=result.n_queries,
                       stopped_by_budget=result.stopped_by_budget, **self._method_extras(masks, setup))
@@ -134,11 +146,21 @@ class MaskExplainer(Explainer):
         scores = score_torch_batch(adapter, batch, problem.target)
         return scores[np.arange(len(scores)), problem.targets]
 
+    def _warn_if_constant(self, masks: np.ndarray, target: Target) -> None:
+        """A RuntimeWarning naming the targets whose masks are constant (the optimiser never moved them)."""
+        flat = _moved(masks)
+        if not flat.all():
+            names = [n for n, ok in zip(target.names, flat.all(axis=1), strict=True) if not ok]
+            warnings.warn(f"{type(self).__name__}: the mask of {names} stayed constant (spread below "
+                          f"{MOVED_TOLERANCE}), so its map is constant and explains nothing: the model's "
+                          f"{'score' if len(names) == 1 else 'scores'} did not respond to the optimiser. "
+                          f"extras['moved'] is False there.", RuntimeWarning, stacklevel=4)
+
     def _extras(self, result: OptimResult, masks: np.ndarray, kept: np.ndarray, single: bool) -> dict[str, Any]:
-        """Per-target results: ``masks`` (T, A, H, W), ``mask_scores`` (T, A), ``objective`` and
-        ``model_term`` (T, steps, A); the A axis is dropped for one mask per target, T for one target."""
+        """Per-target results: ``masks`` (T, A, H, W), ``mask_scores`` (T, A), ``moved`` (T, A), ``objective``
+        and ``model_term`` (T, steps, A); the A axis is dropped for one mask per target, T for one target."""
         n_targets, per = masks.shape[:2]
-        out = {"masks": masks, "mask_scores": kept.reshape(n_targets, per)}
+        out = {"masks": masks, "mask_scores": kept.reshape(n_targets, per), "moved": _moved(masks)}
         for name in ("objective", "model_term"):
             out[name] = getattr(result, name).reshape(result.steps_done, n_targets, per).transpose(1, 0, 2)
         if self.single_mask:

@@ -15,6 +15,8 @@ from .masks import _torch
 REFERENCE_SIDE = 224
 REFERENCE_PIXELS = REFERENCE_SIDE ** 2
 GAMES = ("deletion", "preservation")
+#: what the model term of a mask objective is made of (MeaningfulPerturbation)
+OBJECTIVES = ("log_odds", "score")
 
 
 def game_loss(scores, game: str):
@@ -25,6 +27,22 @@ def game_loss(scores, game: str):
     the loss is minus the score.
     """
     return scores if game == "deletion" else -scores
+
+
+def log_odds_loss(log_odds, reference, floor: float, game: str):
+    """Model term in [0, 1] from a class's log-odds ``(n,)``: how much of the way to chance is left.
+
+    ``reference`` (n,) is the unperturbed input's log-odds ``l_x`` and ``floor`` the
+    log-odds at chance level, ``-log(C - 1)``. Deletion: ``max(l - floor, 0) / (l_x - floor)``,
+    1 for the input and 0 once the class is down to chance ("the class is gone": pushing it
+    further buys nothing, so the area term decides the rest). Preservation:
+    ``max(l_x - max(l, floor), 0) / (l_x - floor)``, 0 while the mask keeps the input's log-odds.
+    The denominator is at least 1e-6 (a class already at chance).
+    """
+    span = (reference - floor).clamp_min(1e-6)
+    if game == "deletion":
+        return (log_odds - floor).clamp_min(0.0) / span
+    return (reference - log_odds.clamp_min(floor)).clamp_min(0.0) / span
 
 
 def l1_area(masks, game: str):

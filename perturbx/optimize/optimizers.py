@@ -49,7 +49,8 @@ class MaskProblem:
     targets : ndarray of int, shape (n,)
         Position (among the target's ``T`` scalars) of the scalar each mask's loss uses.
     model_loss : callable
-        Target scores ``(m,)`` -> loss ``(m,)`` (e.g. the score for a deletion game).
+        ``(scores (m,), positions (m,))`` -> loss ``(m,)``: each row's target scalar and the
+        position of that scalar among the target's ``T`` (e.g. the score for a deletion game).
     regulariser : callable
         ``(masks (n, H, W), step)`` -> loss ``(n,)``; never calls the model.
     make_optimizer : callable
@@ -209,7 +210,7 @@ class Autograd:
                 batch = problem.render(masks)
                 if problem.jitter and t % 2 == 0:
                     batch = _flip(batch, layout)
-                model = problem.model_loss(self._scores(batch, problem.target, targets))
+                model = problem.model_loss(self._scores(batch, problem.target, targets), problem.targets)
                 total = model + problem.regulariser(masks, t)
                 (grad,) = torch.autograd.grad(total.sum(), params)
                 self.adapter.n_queries += n
@@ -289,8 +290,9 @@ class ZerothOrder:
             batch = _flip(batch, adapter.layout)
         scores = score_torch_batch(adapter, batch, problem.target)
         n = len(problem.targets)
-        picked = scores[np.arange(len(scores)), np.repeat(problem.targets, 2 * self.n_pairs)]
-        return problem.model_loss(torch.as_tensor(picked)).numpy().reshape(n, 2 * self.n_pairs)
+        positions = np.repeat(problem.targets, 2 * self.n_pairs)
+        picked = scores[np.arange(len(scores)), positions]
+        return problem.model_loss(torch.as_tensor(picked), positions).numpy().reshape(n, 2 * self.n_pairs)
 
     def run(self, problem: MaskProblem, budget: int | None = None) -> OptimResult:
         """Optimise ``problem``; ``budget`` caps the model rows (the run stops early at it)."""

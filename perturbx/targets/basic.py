@@ -25,6 +25,10 @@ def _class_indices(index: object) -> tuple[list[int] | None, bool]:
                     f"from perturbx.targets. Got {index!r}.")
 
 
+#: what a :class:`Class` target reads of the class scores
+CLASS_SCORES = ("output", "log_odds")
+
+
 class Class(Target):
     """The score of one or more classes of a classifier's output ``(n, n_classes)``.
 
@@ -37,13 +41,26 @@ class Class(Target):
         An int or None gives an explanation without a target axis.
     output : str, optional
         For a model with named outputs (ONNX, a model server): which one holds the scores.
+    score : {"output", "log_odds"}, default "output"
+        ``"output"``: the class's entry as the model returns it. ``"log_odds"``: the class's
+        softmax log-odds ``log p_c - log sum_{k != c} p_k``, computed from probabilities
+        (an output whose rows are non-negative and sum to 1, decided on the unperturbed
+        input) without forming ``1 - p_c``, else from logits as ``z_c - logsumexp_{k != c} z_k``
+        (the same quantity). Unlike a probability it does not saturate: a class predicted
+        with probability 0.9999999 still has a score that moves, which mask optimisation needs.
     """
 
     differentiable = True
 
-    def __init__(self, index: int | Sequence[int] | None = None, *, output: str | None = None) -> None:
+    def __init__(self, index: int | Sequence[int] | None = None, *, output: str | None = None,
+                 score: str = "output") -> None:
         self.index, self.single = _class_indices(index)
-        self.output = output
+        if score not in CLASS_SCORES:
+            raise ValueError(f"The 'score' of Class must be one of {CLASS_SCORES}. Got {score!r}.")
+        self.output, self.score = output, score
+        #: set by bind: number of classes, and for "log_odds" whether the output is probabilities
+        self.n_classes: int | None = None
+        self.probabilities: bool | None = None
 
     def bind(self, output: Outputs, info: BindInfo) -> Class:
         scores = check_scores(pick_output(output, self.output, self), 1, info.model)[0]
@@ -52,30 +69,70 @@ class Class(Target):
         if bad:
             raise ValueError(f"target {bad} is out of range: the model returns {len(scores)} classes, so "
                              f"targets must be in [0, {len(scores) - 1}].")
-        bound = Class(index if not self.single else index[0], output=self.output)
-        bound.single = self.single
+        if self.score == "log_odds" and len(scores) < 2:
+            raise ValueError(f"target={self!r} needs at least two classes for log-odds; the model returns one.")
+        bound = Class(index if not self.single else index[0], output=self.output, score=self.score)
+        bound.single, bound.n_classes = self.single, len(scores)
+        bound.probabilities = bool(scores.min() >= 0 and abs(scores.sum() - 1.0) < 1e-3)
         return bound
 
     @property
     def bound(self) -> bool:
-        return self.index is not None
+        return self.index is not None and (self.score == "output" or self.probabilities is not None)
+
+    @property
+    def chance_log_odds(self) -> float:
+        """The log-odds of a class at chance level, ``log(1 / (C - 1))`` (bound targets)."""
+        if self.n_classes is None:
+            raise RuntimeError("Class must be bound to the model's output first (Target.bind).")
+        return -float(np.log(self.n_classes - 1))
 
     def _bound_index(self) -> list[int]:
         if self.index is None:
             raise RuntimeError("Class(None) must be bound to the model's output first (Target.bind).")
         return self.index
 
+    def select(self, scores: np.ndarray) -> np.ndarray:
+        """The target's scalars ``(n, T)`` from validated class scores ``(n, n_classes)`` (float64)."""
+        index = self._bound_index()
+        if self.score == "output":
+            return scores[:, index]
+        if not self.bound:
+            raise RuntimeError("Class(score='log_odds') must be bound to the model's output first (Target.bind).")
+        out = np.empty((len(scores), len(index)))
+        for t, c in enumerate(index):
+            others = np.delete(scores, c, axis=1)
+            if self.probabilities:
+                tiny = np.finfo(np.float64).tiny
+                out[:, t] = np.log(np.maximum(scores[:, c], tiny)) - np.log(np.maximum(others.sum(axis=1), tiny))
+            else:
+                top = others.max(axis=1)
+                out[:, t] = scores[:, c] - top - np.log(np.exp(others - top[:, None]).sum(axis=1))
+        return out
+
     def scores(self, outputs: Outputs) -> np.ndarray:
-        scores = check_scores(pick_output(outputs, self.output, self), _rows(outputs), "the model")
-        return scores[:, self._bound_index()]
+        return self.select(check_scores(pick_output(outputs, self.output, self), _rows(outputs), "the model"))
 
     def torch_scores(self, outputs):
+        torch = torch_module()
         out = pick_output(outputs, self.output, self)
         if out.ndim != 2:
             raise ValueError(f"target={self!r} needs scores of shape (n, n_classes); the torch module "
                              f"returned shape {tuple(out.shape)}.")
-        index = torch_module().as_tensor(self._bound_index(), device=out.device)
-        return out.index_select(1, index)
+        index = self._bound_index()
+        if self.score == "output":
+            return out.index_select(1, torch.as_tensor(index, device=out.device))
+        columns = []
+        for c in index:
+            keep = torch.ones(out.shape[1], dtype=torch.bool, device=out.device)
+            keep[c] = False
+            others = out[:, keep]
+            if self.probabilities:
+                tiny = torch.finfo(out.dtype).tiny
+                columns.append(out[:, c].clamp_min(tiny).log() - others.sum(dim=1).clamp_min(tiny).log())
+            else:
+                columns.append(out[:, c] - torch.logsumexp(others, dim=1))
+        return torch.stack(columns, dim=1)
 
     @property
     def labels(self) -> np.ndarray:
@@ -83,14 +140,21 @@ class Class(Target):
 
     @property
     def names(self) -> list[str]:
-        return [f"class {i}" for i in self._bound_index()]
+        suffix = "" if self.score == "output" else " (log-odds)"
+        return [f"class {i}{suffix}" for i in self._bound_index()]
 
     def subset(self, index: int) -> Class:
-        return Class(self._bound_index()[index], output=self.output)
+        one = Class(self._bound_index()[index], output=self.output, score=self.score)
+        one.n_classes, one.probabilities = self.n_classes, self.probabilities
+        return one
+
+    def describe(self) -> dict:
+        return {"kind": "Class", "labels": self.labels.tolist(), "score": self.score}
 
     def __repr__(self) -> str:
         index = None if self.index is None else (self.index[0] if self.single else self.index)
         extra = "" if self.output is None else f", output={self.output!r}"
+        extra += "" if self.score == "output" else f", score={self.score!r}"
         return f"Class({index!r}{extra})"
 
 
