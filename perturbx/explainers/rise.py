@@ -7,6 +7,7 @@ import numpy as np
 from perturbx import engine
 from perturbx._utils import check_float, check_int, check_int_tuple
 from perturbx.estimators import MaskAverage
+from perturbx.estimators.grid_regression import GridRegression
 from perturbx.samplers import RandomGridSampler
 
 from .base import Context, PerturbationExplainer
@@ -71,13 +72,28 @@ class RISE(PerturbationExplainer):
         self.n_masks = check_int(n_masks, "n_masks", "RISE")
         self.grid_size = check_int_tuple(grid_size, "grid_size", "RISE")
         self.p_keep = check_float(p_keep, "p_keep", "RISE", low=0.0, high=1.0, low_open=True)
-        if not isinstance(control_variate, (bool, np.bool_)):
-            raise TypeError(f"The 'control_variate' parameter of RISE must be True or False. "
-                            f"Got {control_variate!r} instead.")
-        self.control_variate = bool(control_variate)
+        self.control_variate = control_variate
+        self._estimator_kind = _control_variate_kind(control_variate, type(self).__name__)
 
     def _plan(self, ctx: Context) -> engine.Plan:
         sampler = RandomGridSampler(ctx.chw[1:], self.n_masks, self.grid_size, self.p_keep, ctx.rng)
-        estimator = MaskAverage(ctx.adapter.backend, self.p_keep, control_variate=self.control_variate,
-                                track_error=self.tolerance is not None)
+        track = self.tolerance is not None
+        if self._estimator_kind == "regression":
+            estimator = GridRegression(ctx.adapter.backend, self.p_keep, track_error=track)
+        else:
+            estimator = MaskAverage(ctx.adapter.backend, self.p_keep, control_variate=self._estimator_kind == "mean",
+                                    track_error=track)
         return engine.Plan(sampler, ctx.blend_renderer(), estimator)
+
+
+#: RISE's estimators: ``control_variate=`` values and what they mean
+CONTROL_VARIATES = {"regression": "regression", "mean": "mean", "none": "none", True: "mean", False: "none"}
+
+
+def _control_variate_kind(value: object, owner: str) -> str:
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    if not isinstance(value, (bool, str)) or value not in CONTROL_VARIATES:
+        raise ValueError(f"The 'control_variate' parameter of {owner} must be one of 'regression', 'mean', 'none' "
+                         f"(True means 'mean', False 'none'). Got {value!r} instead.")
+    return CONTROL_VARIATES[value]

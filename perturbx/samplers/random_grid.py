@@ -55,6 +55,18 @@ class _Upsampler:
                       for g, c in zip(grid, self.cell, strict=True)]
         self._cache: dict[tuple[str, str, str], tuple] = {}
 
+    def mean_cell_weights(self) -> np.ndarray:
+        """``(G, H * W)``: each grid cell's interpolation weight at every pixel, averaged over the random shifts.
+
+        A mask is ``M(u) = sum_j W_j(u; s) c_j`` for grid cells ``c`` and a shift ``s`` uniform
+        on ``[0, cell)`` along each axis, independent of ``c``; this is ``E_s[W_j(u; s)]``.
+        """
+        (h, w), (ch, cw) = self.spatial, self.cell
+        ry, rx = self._host  # ((gh + 1) ch, gh), ((gw + 1) cw, gw)
+        y_bar = np.mean([ry[dy:dy + h] for dy in range(ch)], axis=0)  # (H, gh)
+        x_bar = np.mean([rx[dx:dx + w] for dx in range(cw)], axis=0)  # (W, gw)
+        return np.einsum("ya,xb->abyx", y_bar, x_bar).reshape(-1, h * w)
+
     def matrices(self, backend, dtype):
         key = (backend.name, str(backend.device), np.dtype(dtype).name)
         if key not in self._cache:
