@@ -58,7 +58,12 @@ class Adapter(ABC):
         """Run the model on a backend batch of at most ``batch_size`` rows."""
 
     def check_sample(self, x: object) -> np.ndarray:
-        """Validate one sample for this model; returns it as a float array."""
+        """Validate one sample for this model; returns it as a float array.
+
+        Raw uint8/uint16 pixels are refused (never rescaled), and without a declared
+        :attr:`sample_shape` a 3-axis sample that looks like the other channel order is
+        refused (:func:`perturbx._utils.check_sample`).
+        """
         return check_sample(x, self.layout, self.sample_shape, dtype=self.dtype)
 
     def predict_raw(self, batch: Array) -> object:

@@ -6,7 +6,7 @@ from collections.abc import Callable as CallableT
 
 import numpy as np
 
-from perturbx._utils import check_sample
+from perturbx._utils import check_sample_shape
 
 from .base import Adapter
 
@@ -25,7 +25,9 @@ class Callable(Adapter):
         Layout of one sample.
     sample_shape : tuple of int, optional
         Shape ``fn`` expects for one sample; when given, inputs of another shape are
-        rejected before any call.
+        rejected before any call. Without it, a sample whose shape looks like the other
+        channel order (``(224, 224, 3)`` for "CHW") is refused; declaring the shape says
+        that it is meant.
     """
 
     def __init__(self, fn: CallableT[[np.ndarray], object], *, batch_size: int = 64,
@@ -34,10 +36,8 @@ class Callable(Adapter):
             raise TypeError(f"Callable adapter needs a callable fn(batch) -> scores. Got {type(fn).__name__}.")
         super().__init__(batch_size=batch_size, input_layout=input_layout)
         self.fn = fn
-        self._sample_shape = None
-        if sample_shape is not None:
-            probe = check_sample(np.zeros(sample_shape), self.layout)
-            self._sample_shape = tuple(probe.shape)
+        self._sample_shape = None if sample_shape is None else check_sample_shape(sample_shape, self.layout,
+                                                                                  "Callable")
 
     @property
     def sample_shape(self) -> tuple[int, ...] | None:

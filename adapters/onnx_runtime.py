@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from perturbx._utils import check_sample
+from perturbx._utils import check_sample_shape, layout_mismatch
 
 from .base import Adapter
 
@@ -41,7 +41,8 @@ class ONNX(Adapter):
     batch_size : int, default 64
         Rows per call from the explainer (and per run for a dynamic-batch model).
     input_layout : {"CHW", "HWC", "HW"}, default "CHW"
-        Layout of one sample as the model takes it.
+        Layout of one sample as the model takes it. A model whose declared sample shape
+        looks like the other channel order (``(224, 224, 3)`` for "CHW") is refused.
     providers : list of str, optional
         ONNX Runtime execution providers, in order of preference. By default the available
         accelerators (CUDA, ROCm, DirectML) and then the CPU. Not allowed with a session.
@@ -108,7 +109,12 @@ class ONNX(Adapter):
         dims = shape[1:]
         self._sample_shape = None
         if all(isinstance(d, int) and d > 0 for d in dims):
-            self._sample_shape = tuple(check_sample(np.zeros(dims), self.layout).shape)
+            self._sample_shape = check_sample_shape(dims, self.layout, "ONNX")
+            guess = layout_mismatch(self._sample_shape, self.layout)
+            if guess is not None:
+                raise ValueError(f"The ONNX model's input {name!r} takes samples of shape {self._sample_shape}, which "
+                                 f"looks like input_layout={guess!r}, but the adapter's input_layout is "
+                                 f"{self.input_layout!r}; make it with ONNX(..., input_layout={guess!r}).")
 
     @property
     def sample_shape(self) -> tuple[int, ...] | None:

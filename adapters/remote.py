@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from perturbx._utils import check_choice, check_float, check_int, check_sample
+from perturbx._utils import check_choice, check_float, check_int, check_sample_shape
 from perturbx.errors import QueryBudgetError
 
 from ._cache import ResponseCache
@@ -123,9 +123,7 @@ class Remote(Adapter):
         self.input_name, self.output_name = input_name, output_name
         self._codec = _make_codec(self.protocol, request, response, self.model, self.model_version,
                                   input_name, output_name)
-        self._sample_shape = None
-        if sample_shape is not None:
-            self._sample_shape = tuple(check_sample(np.zeros(sample_shape), self.layout).shape)
+        self._sample_shape = None if sample_shape is None else check_sample_shape(sample_shape, self.layout, "Remote")
         self._headers = _check_headers(headers)
         query = urllib.parse.parse_qsl(urllib.parse.urlsplit(str(url)).query)
         self._url_secrets = [v for _, v in query if len(v) >= 8]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perturbx._utils import check_choice, check_sample
+from perturbx._utils import check_choice, check_sample_shape
 
 from .base import Adapter
 
@@ -30,16 +30,16 @@ class SKLearn(Adapter):
 
     def __init__(self, estimator, *, sample_shape: tuple[int, ...], input_layout: str | None = None,
                  method: str = "predict_proba", batch_size: int = 256) -> None:
-        shape = tuple(int(s) for s in sample_shape)
         if input_layout is None:
-            input_layout = {2: "HW", 3: "HWC"}.get(len(shape), "HW")
+            n_axes = int(np.size(sample_shape)) if np.ndim(sample_shape) == 1 else 0
+            input_layout = {2: "HW", 3: "HWC"}.get(n_axes, "HW")
         super().__init__(batch_size=batch_size, input_layout=input_layout)
         self.method = check_choice(method, "method", "SKLearn", METHODS)
         if not hasattr(estimator, method):
             raise TypeError(f"{type(estimator).__name__} has no method {method!r}; choose one of "
                             f"{[m for m in METHODS if hasattr(estimator, m)]}.")
         self.estimator = estimator
-        self._sample_shape = tuple(check_sample(np.zeros(shape), self.layout).shape)
+        self._sample_shape = check_sample_shape(sample_shape, self.layout, "SKLearn")
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perturbx._utils import check_choice
+from perturbx._utils import check_choice, check_sample_shape
 from perturbx.backend import TorchBackend
 from perturbx.targets import Class, Target, check_target_values
 
@@ -35,32 +35,48 @@ class Torch(Adapter):
     module : torch.nn.Module
     device : str or torch.device, optional
         Where to run; defaults to the device of the module's first parameter (CPU for a
-        module without parameters). The module is moved there.
+        module without parameters). The module is moved there. A device this machine does
+        not have (``"cuda"`` without a CUDA build of PyTorch and a GPU) is a ValueError.
     batch_size : int, default 64
     input_layout : {"CHW", "HWC", "HW"}, default "CHW"
     output : {"logits", "probs"}, default "logits"
         "probs" applies a softmax over the class axis to what the module returns when it
         is a 2-D tensor ``(N, n_classes)``; other outputs are left as they are (for a
         segmentation model's probabilities use ``perturbx.targets.Region(softmax=True)``).
+    sample_shape : tuple of int, optional
+        Shape of one sample the module takes (e.g. ``(3, 224, 224)``); when given, inputs of
+        another shape are refused before the module runs. Without it, a sample whose shape
+        looks like the other channel order is refused; declaring the shape says it is meant.
+
+    Notes
+    -----
+    Samples are float32 (float64 and integer arrays are converted); raw uint8/uint16 pixels
+    are refused rather than rescaled: divide by 255 (or 65535) yourself if the module takes
+    [0, 1].
     """
 
     def __init__(self, module, *, device=None, batch_size: int = 64, input_layout: str = "CHW",
-                 output: str = "logits") -> None:
+                 output: str = "logits", sample_shape: tuple[int, ...] | None = None) -> None:
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"Torch adapter needs a torch.nn.Module. Got {type(module).__name__}.")
         super().__init__(batch_size=batch_size, input_layout=input_layout)
         self.output = check_choice(output, "output", "Torch", ("logits", "probs"))
+        self._sample_shape = None if sample_shape is None else check_sample_shape(sample_shape, self.layout, "Torch")
         if device is None:
             first = next(module.parameters(), None)
             device = first.device if first is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = _check_device(torch, device)
         self.module = module.to(self.device).eval()
         self._backend = TorchBackend(self.device)
 
     @property
     def backend(self) -> TorchBackend:
         return self._backend
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        return self._sample_shape
 
     def _forward(self, batch):
         torch = self._backend._torch
@@ -98,6 +114,30 @@ class Torch(Adapter):
     def __repr__(self) -> str:
         return (f"Torch({type(self.module).__name__}, device={str(self.device)!r}, "
                 f"batch_size={self.batch_size}, input_layout={self.input_layout!r}, output={self.output!r})")
+
+
+def _check_device(torch, device):
+    """``device`` as a ``torch.device`` that this machine has; else a ValueError naming ``device``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"The 'device' parameter of Torch must be a torch device such as 'cpu', 'cuda' or 'cuda:1'. "
+                         f"Got {device!r} instead.") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"The 'device' parameter of Torch is {device!r}, but PyTorch {torch.__version__} "
+                             f"({build}) sees no CUDA device here (torch.cuda.is_available() is False). Pass "
+                             f"device='cpu' (or leave device out), or run on a machine with an NVIDIA GPU and a "
+                             f"CUDA build of PyTorch.")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"The 'device' parameter of Torch is {device!r}, but PyTorch sees {count} CUDA "
+                             f"device(s) here: use 'cuda:0' to 'cuda:{count - 1}'.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"The 'device' parameter of Torch is {device!r}, but PyTorch has no MPS (Apple GPU) "
+                         f"backend here. Pass device='cpu'.")
+    return dev
 
 
 def _as_float64(out):

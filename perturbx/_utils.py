@@ -144,17 +144,37 @@ class Layout:
         return a
 
 
+#: Channel counts that give an image away (grey, RGB, RGBA), for the layout check of :func:`check_sample`
+IMAGE_CHANNELS = (1, 3, 4)
+#: The other two axes must both be at least this long before an axis of IMAGE_CHANNELS is taken for channels
+MIN_IMAGE_SIDE = 8
+#: Integer dtypes of raw pixels, refused by :func:`check_sample` (their scale, 0..255 or 0..65535, is not ours
+#: to guess)
+PIXEL_DTYPES = (np.uint8, np.uint16)
+
+
 def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | None = None,
                  *, dtype=np.float32) -> np.ndarray:
     """Validate one input sample (no batch axis) against a layout and return it as ``dtype``.
 
+    Parameters
+    ----------
+    x : array-like
+        One sample, in ``layout``, without a batch axis. Floats, bools and signed ints are
+        converted to ``dtype``; raw pixels (uint8, uint16) are refused, never rescaled.
+    layout : Layout
+    expected_shape : tuple of int, optional
+        The shape the model declares for one sample. When it is None, a 3-axis sample
+        that looks like the other channel order (:func:`layout_mismatch`) is refused.
+    dtype : numpy dtype, default float32
+
     Raises
     ------
     TypeError
-        ``x`` is not array-like with a numeric dtype.
+        ``x`` is not array-like with a numeric dtype, or holds raw uint8/uint16 pixels.
     ValueError
-        Wrong number of axes for the layout, a shape that differs from the model's,
-        or NaN/inf values.
+        Wrong number of axes for the layout, a shape that differs from the model's, a
+        shape that looks like the other channel order, or NaN/inf values.
     """
     try:
         arr = np.asarray(x)
@@ -162,6 +182,8 @@ def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | No
         raise TypeError(f"x must be a numpy array (one sample, no batch axis). Got {type(x).__name__}.") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"x must be a numeric array. Got dtype {arr.dtype}.")
+    if arr.dtype in PIXEL_DTYPES:
+        raise TypeError(_pixel_dtype_message(arr.dtype))
     if arr.ndim != layout.ndim:
         hint = ""
         if arr.ndim == layout.ndim + 1 and arr.shape[0] == 1:
@@ -171,8 +193,11 @@ def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | No
         raise ValueError(f"x must be one sample of layout {layout.name!r} with {layout.ndim} axes. "
                          f"Got shape {arr.shape}.{hint}")
     if expected_shape is not None and tuple(arr.shape) != tuple(expected_shape):
+        hint = _transposed_hint(arr.shape, expected_shape)
         raise ValueError(f"x has shape {arr.shape} but the model expects samples of shape "
-                         f"{tuple(expected_shape)} (layout {layout.name!r}).")
+                         f"{tuple(expected_shape)} (layout {layout.name!r}).{hint}")
+    if expected_shape is None and (guess := layout_mismatch(arr.shape, layout)) is not None:
+        raise ValueError(_layout_message(arr.shape, layout, guess))
     if min(layout.spatial_shape(arr.shape)) < 1:
         raise ValueError(f"x has an empty spatial axis: shape {arr.shape}.")
     arr = arr.astype(dtype, copy=False)
@@ -180,6 +205,77 @@ def check_sample(x: object, layout: Layout, expected_shape: tuple[int, ...] | No
         n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"x contains {n_bad} NaN or infinite values; explanations need finite input.")
     return arr
+
+
+def check_sample_shape(sample_shape: object, layout: Layout, owner: str) -> tuple[int, ...]:
+    """Validate a declared ``sample_shape`` (positive ints, one per axis of ``layout``).
+
+    A declared shape is taken as the user's word: it is not put through the channel-order
+    guess of :func:`check_sample` (this is how a model with, say, 224 channels of 224 x 3
+    pixels is accepted).
+    """
+    try:
+        items = tuple(sample_shape) if not isinstance(sample_shape, str) else None  # type: ignore[arg-type]
+    except TypeError:
+        items = None
+    if not items or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in items):
+        raise ValueError(f"The 'sample_shape' parameter of {owner} must be a tuple of positive ints, the shape of "
+                         f"one sample without the batch axis. Got {sample_shape!r} instead.")
+    shape = tuple(int(s) for s in items)
+    if len(shape) != layout.ndim:
+        raise ValueError(f"The 'sample_shape' parameter of {owner} must have {layout.ndim} axes for "
+                         f"input_layout={layout.name!r}. Got {shape}; set input_layout to the layout of one sample "
+                         f"(one of {LAYOUTS}).")
+    return shape
+
+
+def layout_mismatch(shape: tuple[int, ...], layout: Layout) -> str | None:
+    """The channel order a 3-axis ``shape`` looks like when it is not ``layout``'s, else None.
+
+    For "CHW": a last axis of 1, 3 or 4 (:data:`IMAGE_CHANNELS`) after two axes of at least
+    :data:`MIN_IMAGE_SIDE` looks "HWC" (e.g. ``(224, 224, 3)``); for "HWC" the reverse
+    (``(3, 224, 224)`` looks "CHW"). Other shapes and layouts give None.
+    """
+    if len(shape) != 3 or layout.name not in ("CHW", "HWC"):
+        return None
+    first, middle, last = (int(s) for s in shape)
+    if layout.name == "CHW" and last in IMAGE_CHANNELS and min(first, middle) >= MIN_IMAGE_SIDE:
+        return "HWC"
+    if layout.name == "HWC" and first in IMAGE_CHANNELS and min(middle, last) >= MIN_IMAGE_SIDE:
+        return "CHW"
+    return None
+
+
+def _layout_message(shape: tuple[int, ...], layout: Layout, guess: str) -> str:
+    """The error of :func:`check_sample` for a sample whose shape looks like the ``guess`` channel order."""
+    c, h, w = Layout(guess).to_chw(shape)
+    read_c, read_h, read_w = layout.to_chw(shape)
+    moved = "np.moveaxis(x, -1, 0)" if guess == "HWC" else "np.moveaxis(x, 0, -1)"
+    order = "channels first" if layout.name == "CHW" else "channels last"
+    return (f"x has shape {tuple(shape)}, which looks like input_layout={guess!r} ({c} channels of {h}x{w} "
+            f"pixels), but the adapter's input_layout is {layout.name!r} ({order}), which would read it as "
+            f"{read_c} channels of {read_h}x{read_w} pixels. Pass {moved} to match input_layout={layout.name!r}, "
+            f"or make the adapter with input_layout={guess!r} if the model takes that order. If the model really "
+            f"takes {read_c} channels of {read_h}x{read_w} pixels, say so with sample_shape={tuple(shape)} on the "
+            f"adapter.")
+
+
+def _transposed_hint(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """A hint when ``shape`` is ``expected`` with its channel axis moved to the other end."""
+    if len(shape) == 3 and len(expected) == 3:
+        if tuple(shape) == (expected[1], expected[2], expected[0]):
+            return " It looks channels-last: pass np.moveaxis(x, -1, 0), or check the adapter's input_layout."
+        if tuple(shape) == (expected[2], expected[0], expected[1]):
+            return " It looks channels-first: pass np.moveaxis(x, 0, -1), or check the adapter's input_layout."
+    return ""
+
+
+def _pixel_dtype_message(dtype: np.dtype) -> str:
+    top = np.iinfo(dtype).max
+    return (f"x has dtype {dtype} (raw pixel values 0..{top}); perturbx refuses it rather than convert it, "
+            f"because the value range the model takes cannot be told from the dtype. Pass "
+            f"x.astype(np.float32) / {top} for a model that takes [0, 1], or x.astype(np.float32) for one that "
+            f"takes 0..{top} (perturbx.images.read_image reads image files to [0, 1]).")
 
 
 class Configurable:

@@ -11,9 +11,11 @@ the mask-optimisation family (``perturbx.optimize``) an optimiser, the gradient 
 
 from __future__ import annotations
 
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,7 +119,7 @@ class Explainer(Configurable, ABC):
         wanted = self._prepare_target(as_target(self._default_target() if target is None else target))
         self._check_target(wanted)
         before = adapter.n_queries
-        output = adapter.predict_raw(adapter.backend.asarray(x[None], adapter.dtype))
+        output = _reference_output(adapter, x)
         bound, reference = bind(wanted, output, BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name()))
         max_queries = getattr(self, "max_queries", None)
         request = Request(x, adapter, bound, reference, output,
@@ -132,3 +134,42 @@ class Explainer(Configurable, ABC):
             n_queries=adapter.n_queries - before, seconds=time.perf_counter() - start,
             method=type(self).__name__, params=self.get_params(), scores=reference,
             input=x, input_layout=adapter.layout.name, extras=extras, target=bound)
+
+
+def _reference_output(adapter: Adapter, x: np.ndarray) -> object:
+    """The model's raw output for ``x`` (a batch of one): the reference query.
+
+    An exception raised by the model's own code (torch's shape errors, a function that
+    cannot take ``x``) becomes a ValueError that names ``x``, its shape, the adapter's
+    layout and batch size, with the model's exception as ``__cause__``; perturbx's own
+    errors (a malformed output, a server that gave up, the query budget) pass unchanged.
+    """
+    try:
+        return adapter.predict_raw(adapter.backend.asarray(x[None], adapter.dtype))
+    except Exception as exc:
+        if _raised_by_perturbx(exc):
+            raise
+        declared = "" if adapter.sample_shape is None else f", which declares samples of shape {adapter.sample_shape}"
+        raise ValueError(
+            f"The model failed on x of shape {tuple(x.shape)} (the first query: x alone, as a batch of 1; later "
+            f"batches hold up to batch_size={adapter.batch_size} rows) given through {type(adapter).__name__} with "
+            f"input_layout={adapter.layout.name!r}{declared}. Check that x has the shape, channel order and value "
+            f"range the model takes. The model said: {type(exc).__name__}: {exc}") from exc
+
+
+def _raised_by_perturbx(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is perturbx's own code (perturbx/ or the adapters).
+
+    An adapter's ``_forward`` calling a model written in C (a numpy or math function) is that
+    frame too; an exception of a type perturbx does not define is the model's there.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    if tb.tb_frame.f_code.co_name == "_forward" and not type(exc).__module__.startswith("perturbx"):
+        return False
+    where = Path(tb.tb_frame.f_code.co_filename).resolve()
+    roots = {Path(__file__).resolve().parent, Path(sys.modules[Adapter.__module__].__file__).resolve().parent}
+    return any(root in where.parents for root in roots)

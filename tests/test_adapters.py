@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -170,3 +171,172 @@ def test_import_without_torch():
         "    raise SystemExit('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- layout mistakes, raw pixels, the model failing on the first query (issue 15, section 1) ------------------
+@pytest.mark.parametrize("method", [perturbx.RISE(n_masks=8, random_state=0),
+                                    perturbx.LIME(n_samples=16, segmentation="grid", random_state=0)])
+def test_channels_last_image_given_to_a_chw_adapter_is_refused(method, rng):
+    calls = []
+    model = Callable(lambda b: calls.append(len(b)) or good(b))
+    with pytest.raises(ValueError, match=r"x has shape \(24, 24, 3\), which looks like input_layout='HWC' "
+                                         r"\(3 channels of 24x24 pixels\), but the adapter's input_layout is 'CHW'"
+                                         r".*24 channels of 24x3.*np.moveaxis\(x, -1, 0\).*sample_shape=\(24, 24, 3\)"):
+        method.explain(model, rng.random((24, 24, 3)))
+    assert calls == []  # refused before the model was asked anything
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 40), (1, 28, 28), (4, 8, 8)])
+def test_channels_first_image_given_to_an_hwc_adapter_is_refused(shape, rng):
+    with pytest.raises(ValueError, match=rf"x has shape \({shape[0]}, {shape[1]}, {shape[2]}\), which looks like "
+                                         rf"input_layout='CHW'.*input_layout is 'HWC'.*np.moveaxis\(x, 0, -1\)"):
+        perturbx.RISE(n_masks=8).explain(Callable(good, input_layout="HWC"), rng.random(shape))
+
+
+@pytest.mark.parametrize(("shape", "layout"), [((3, 24, 24), "CHW"), ((24, 24, 3), "HWC"), ((24, 24), "HW"),
+                                               ((16, 6, 4), "CHW"), ((6, 24, 24), "CHW"), ((4, 5, 7), "HWC")])
+def test_shapes_that_fit_their_layout_are_taken(shape, layout, rng):
+    e = perturbx.RISE(n_masks=8, random_state=0).explain(Callable(good, input_layout=layout), rng.random(shape), 0)
+    assert e.attributions.shape == Callable(good, input_layout=layout).layout.spatial_shape(shape)
+
+
+def test_many_channels_are_declared_with_sample_shape(rng):
+    """A model that really takes 24 channels of 24 x 3 pixels says so; the map is then (24, 3)."""
+    w = rng.normal(size=(2, 24, 24, 3))
+    model = Callable(linear_model(w), input_layout="CHW", sample_shape=(24, 24, 3))
+    x = rng.random((24, 24, 3))
+    e = perturbx.Occlusion(window=(1, 1), stride=(1, 1)).explain(model, x, target=1)
+    assert e.attributions.shape == (24, 3)
+    np.testing.assert_allclose(e.attributions, (w[1] * x).sum(axis=0), rtol=1e-5, atol=1e-5)  # a pixel's drop
+
+
+def test_declared_shape_mismatch_says_when_x_is_transposed(rng):
+    with pytest.raises(ValueError, match=r"x has shape \(8, 8, 3\) but the model expects samples of shape "
+                                         r"\(3, 8, 8\).*looks channels-last: pass np.moveaxis\(x, -1, 0\)"):
+        perturbx.RISE(n_masks=4).explain(Callable(good, sample_shape=(3, 8, 8)), rng.random((8, 8, 3)), target=0)
+    with pytest.raises(ValueError, match=r"expects samples of shape \(8, 8, 3\).*looks channels-first"):
+        perturbx.RISE(n_masks=4).explain(Callable(good, input_layout="HWC", sample_shape=(8, 8, 3)),
+                                         rng.random((3, 8, 8)), target=0)
+
+
+@pytest.mark.parametrize(("owner", "make"), [
+    ("Callable", lambda shape: Callable(good, sample_shape=shape)),
+    ("Remote", lambda shape: perturbx.adapters.Remote("http://127.0.0.1:9", "m", sample_shape=shape)),
+    ("SKLearn", lambda shape: SKLearn(_ProbaOnly(), sample_shape=shape, input_layout="CHW")),
+])
+@pytest.mark.parametrize(("shape", "match"), [
+    ((3, 0, 8), r"'sample_shape' parameter of {owner} must be a tuple of positive ints.*Got \(3, 0, 8\)"),
+    ("3x8x8", r"'sample_shape' parameter of {owner} must be a tuple of positive ints.*Got '3x8x8'"),
+    ((8, 8), r"'sample_shape' parameter of {owner} must have 3 axes for input_layout='CHW'. Got \(8, 8\)"),
+])
+def test_bad_sample_shapes_name_the_parameter(owner, make, shape, match):
+    with pytest.raises(ValueError, match=match.format(owner=owner)):
+        make(shape)
+
+
+@pytest.mark.parametrize(("dtype", "top"), [(np.uint8, 255), (np.uint16, 65535)])
+def test_raw_pixels_are_refused_not_rescaled(dtype, top, rng):
+    x = rng.integers(0, top, size=(3, 8, 8)).astype(dtype)
+    with pytest.raises(TypeError, match=rf"x has dtype {np.dtype(dtype).name} \(raw pixel values 0..{top}\); "
+                                        rf"perturbx refuses it rather than convert it.*x.astype\(np.float32\) / {top}"):
+        perturbx.RISE(n_masks=4).explain(good, x, target=0)
+    e = perturbx.RISE(n_masks=4, random_state=0).explain(good, x.astype(np.float32) / top, target=0)
+    assert e.input.dtype == np.float32 and e.input.max() <= 1.0
+    ints = perturbx.RISE(n_masks=4, random_state=0).explain(good, x.astype(np.int64), target=0)
+    np.testing.assert_array_equal(ints.input, x.astype(np.float32))  # signed ints are converted as they are
+
+
+def test_model_failure_on_the_reference_query_names_x(rng):
+    def fails(batch):
+        raise KeyError("no such channel")
+
+    with pytest.raises(ValueError, match=r"The model failed on x of shape \(3, 8, 8\).*batch of 1.*batch_size=7.*"
+                                         r"Callable with input_layout='CHW'.*The model said: KeyError: "
+                                         r"'no such channel'") as info:
+        perturbx.RISE(n_masks=4).explain(Callable(fails, batch_size=7), rng.random((3, 8, 8)), target=0)
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(ValueError, match=r"The model failed on x.*The model said: TypeError") as info:
+        perturbx.RISE(n_masks=4).explain(Callable(math.fsum), rng.random((3, 8, 8)), target=0)  # a model in C
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_torch_model_failure_on_the_reference_query_names_x_and_keeps_the_cause(small_cnn, rng):
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"The model failed on x of shape \(2, 20, 23\).*batch_size=64.*Torch with "
+                                         r"input_layout='CHW'.*RuntimeError: .*3 channels, but got 2") as info:
+        perturbx.Occlusion((4, 4), (4, 4)).explain(Torch(small_cnn), rng.random((2, 20, 23)), target=0)
+    assert isinstance(info.value.__cause__, RuntimeError) and not isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(ValueError, match=r"failed on x of shape \(2, 20, 23\).*which declares samples of shape "
+                                         r"\(2, 20, 23\)") as info:
+        perturbx.RISE(n_masks=4).explain(Torch(small_cnn, sample_shape=(2, 20, 23)), rng.random((2, 20, 23)))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_perturbx_own_errors_on_the_reference_query_pass_unchanged(rng):
+    with pytest.raises(perturbx.adapters.RemoteError, match="failed 1 times.*giving up") as info:
+        perturbx.RISE(n_masks=4).explain(perturbx.adapters.Remote("http://127.0.0.1:9", "m", retries=0),
+                                         rng.random((3, 8, 8)), target=0)
+    assert not isinstance(info.value, ValueError)
+    with pytest.raises(ValueError, match="returned 0 rows for a batch of 1 inputs") as info:
+        perturbx.RISE(n_masks=4).explain(lambda b: good(b)[:0], rng.random((3, 8, 8)), target=0)
+    assert info.value.__cause__ is None
+
+
+def test_torch_sample_shape_is_checked_before_the_module_runs(small_cnn, rng):
+    pytest.importorskip("torch")
+    adapter = Torch(small_cnn, sample_shape=(3, 20, 23))
+    assert adapter.sample_shape == (3, 20, 23)
+    with pytest.raises(ValueError, match=r"x has shape \(3, 20, 22\) but the model expects samples of shape "
+                                         r"\(3, 20, 23\) \(layout 'CHW'\)"):
+        perturbx.RISE(n_masks=4).explain(adapter, rng.random((3, 20, 22)), target=0)
+    assert adapter.n_queries == 0
+    with pytest.raises(ValueError, match=r"'sample_shape' parameter of Torch must have 3 axes.*Got \(20, 23\)"):
+        Torch(small_cnn, sample_shape=(20, 23))
+    hwc = Torch(torch_channels_last(small_cnn), input_layout="HWC", sample_shape=(20, 23, 3))
+    x = rng.random((3, 20, 23), dtype=np.float32)
+    np.testing.assert_allclose(hwc.predict(np.moveaxis(x, 0, -1)[None]), Torch(small_cnn).predict(x[None]),
+                               rtol=1e-6)
+
+
+def torch_channels_last(net):
+    import torch
+
+    return torch.nn.Sequential(_Permute(), net) if isinstance(net, torch.nn.Module) else net
+
+
+def test_torch_device_that_is_not_there_is_a_value_error_naming_device(small_cnn):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"'device' parameter of Torch must be a torch device such as 'cpu'.*"
+                                         r"Got 'gpu0' instead"):
+        Torch(small_cnn, device="gpu0")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        with pytest.raises(ValueError, match=r"'device' parameter of Torch is 'cuda', but PyTorch .* sees no CUDA "
+                                             r"device here.*Pass device='cpu'"):
+            Torch(small_cnn, device="cuda")
+    else:
+        with pytest.raises(ValueError, match=rf"'device' parameter of Torch is 'cuda:{count}', but PyTorch sees "
+                                             rf"{count} CUDA device\(s\) here: use 'cuda:0' to 'cuda:{count - 1}'"):
+            Torch(small_cnn, device=f"cuda:{count}")
+    assert Torch(small_cnn, device="cpu").device.type == "cpu"
+
+
+def test_onnx_model_declaring_channels_last_needs_input_layout_hwc(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from perturbx.adapters import ONNX
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["scores"], axes=[1, 2], keepdims=0)], "hwc",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 16, 16, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])])
+    path = tmp_path / "hwc.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    with pytest.raises(ValueError, match=r"ONNX model's input 'image' takes samples of shape \(16, 16, 3\), which "
+                                         r"looks like input_layout='HWC'.*ONNX\(..., input_layout='HWC'\)"):
+        ONNX(path)
+    model = ONNX(path, input_layout="HWC")
+    x = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(x[None])[0], x.mean(axis=(0, 1)), rtol=1e-5)
