@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
     """Attributions for one sample and the facts about how they were made.
 
@@ -79,28 +79,87 @@ class Explanation:
 
         return to_shap(self, output_names)
 
-    def plot(self, ax=None, *, target_index: int = 0, overlay: bool = True, cmap: str = "RdBu_r",
-             alpha: float = 0.6, title: str | None = None):
-        """Draw one target's map, over the input image when ``overlay``.
+    def __repr__(self) -> str:
+        """One line: method, map shape, what was explained, its scores, cost."""
+        names = self.target_names
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+        scores = np.atleast_1d(np.asarray(self.scores, dtype=float))
+        score_text = ", ".join(f"{v:.4g}" for v in scores[:4]) + (", ..." if scores.size > 4 else "")
+        return (f"Explanation({self.method}, attributions {tuple(np.shape(self.attributions))}, "
+                f"targets [{shown}], scores [{score_text}], {self.n_queries} queries, {self.seconds:.3g} s)")
 
-        Needs matplotlib (``pip install 'perturbx[viz]'``). Returns the matplotlib Axes.
-        The colour scale is symmetric around 0.
+    def plot(self, ax=None, *, target_index: int | None = None, overlay: bool = True, cmap: str = "RdBu_r",
+             alpha: float = 0.6, title: str | None = None, colorbar: bool = True):
+        """Draw the maps, one panel per target, each over the input image when ``overlay``.
+
+        Needs matplotlib (``pip install 'perturbx[viz]'``). Every panel has its own colour
+        scale, symmetric about 0 (blue: against the target, red: for it), and a colour bar
+        in the map's units (score change).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or sequence of Axes, optional
+            Where to draw: one Axes per map drawn. By default a new figure, with the maps
+            of several targets in a grid (at most 4 per row).
+        target_index : int, optional
+            Draw only this target's map. By default every target's.
+        overlay, cmap, alpha :
+            Draw over a grey copy of the input with this colour map and opacity.
+        title : str, optional
+            Title of a single panel (default: method, target name and queries).
+        colorbar : bool, default True
+
+        Returns
+        -------
+        matplotlib Axes for one map, else a numpy array of Axes (one per target, in order).
         """
         try:
             import matplotlib.pyplot as plt
         except ImportError as exc:
             raise ImportError("Explanation.plot needs matplotlib: pip install 'perturbx[viz]'") from exc
+        maps = self.maps()
+        indices = list(range(len(maps))) if target_index is None else [self._check_index(target_index, len(maps))]
         if ax is None:
-            _, ax = plt.subplots(figsize=(4, 4))
-        heat = self.maps()[target_index]
-        if overlay and self.input is not None:
+            cols = min(4, len(indices))
+            rows = -(-len(indices) // cols)
+            _, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False,
+                                   layout="constrained")
+            for spare in grid.ravel()[len(indices):]:
+                spare.axis("off")
+            axes = list(grid.ravel()[:len(indices)])
+        else:
+            axes = list(np.ravel(np.asarray(ax, dtype=object)))
+            if len(axes) != len(indices):
+                raise ValueError(f"The 'ax' parameter of Explanation.plot must hold one Axes per map drawn "
+                                 f"({len(indices)}). Got {len(axes)}; pass target_index= to draw one map, or "
+                                 f"leave ax out to get a grid.")
+        for a, i in zip(axes, indices, strict=True):
+            label = title if title is not None and len(indices) == 1 else (
+                f"{self.method} · {self.target_names[i]} · {self.n_queries} queries")
+            self._draw(a, maps[i], label, overlay=overlay, cmap=cmap, alpha=alpha, colorbar=colorbar)
+        return axes[0] if len(axes) == 1 else np.array(axes, dtype=object)
+
+    @staticmethod
+    def _check_index(index: object, n: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+            raise ValueError(f"The 'target_index' parameter of Explanation.plot must be an int in [0, {n}) (the "
+                             f"explanation has {n} target(s)), or None to draw them all. Got {index!r}.")
+        return int(index) % n
+
+    def _draw(self, ax, heat: np.ndarray, label: str, *, overlay: bool, cmap: str, alpha: float,
+              colorbar: bool) -> None:
+        """One map on ``ax``: colour scale symmetric about 0, with its colour bar."""
+        over = overlay and self.input is not None
+        if over:
             ax.imshow(_display_image(self.input, self.input_layout), cmap="gray")
         lim = float(np.max(np.abs(heat))) or 1.0
-        ax.imshow(heat, cmap=cmap, vmin=-lim, vmax=lim, alpha=alpha if overlay and self.input is not None else 1.0)
-        ax.set_title(title if title is not None else
-                     f"{self.method} · {self.target_names[target_index]} · {self.n_queries} queries")
+        image = ax.imshow(heat, cmap=cmap, vmin=-lim, vmax=lim, alpha=alpha if over else 1.0)
+        if colorbar:
+            bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            if bar.solids is not None:
+                bar.solids.set_alpha(1.0)
+        ax.set_title(label, fontsize=9)
         ax.axis("off")
-        return ax
 
 
 def _display_image(x: np.ndarray, layout: str) -> np.ndarray:
