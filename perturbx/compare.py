@@ -296,9 +296,11 @@ def compare(model: object, images: object, explainers: object, metrics: object =
     n_jobs : int, default 1
         Images explained in parallel threads (each with its own copy of the model);
         seconds per explanation then include the contention.
-    targets : ndarray (N,) of int, optional
-        Class to explain per image; default the model's top class (one extra query
-        per image, not charged to any method).
+    targets : ndarray (N,) of int, a target, or a sequence of N targets, optional
+        What to explain per image: a class index per image, one :mod:`perturbx.targets`
+        target for every image (e.g. ``Region(mask, 1)``), or one per image (e.g. a
+        ``Detection(box)`` of each image's object). Each must be one scalar. Default: the
+        model's top class (one extra query per image, not charged to any method).
     class_names : sequence of str, optional
         For the report.
     random_state : int, default 0
@@ -395,14 +397,22 @@ def _named_explainers(explainers: object, spatial: tuple[int, int], random_state
     return named
 
 
-def _targets(adapter, xs: list[np.ndarray], targets: object) -> np.ndarray:
+def _targets(adapter, xs: list[np.ndarray], targets: object) -> list[object]:
+    """One target per image: a class index (int) or a :mod:`perturbx.targets` target."""
+    from .targets import Target
+
     if targets is None:
-        return np.argmax(adapter.predict(np.stack(xs)), axis=1)
-    arr = np.asarray(targets)
-    if arr.shape != (len(xs),) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"The 'targets' argument of compare must be {len(xs)} class indices (one per image). "
-                         f"Got {arr.dtype} array of shape {arr.shape}.")
-    return arr.astype(int)
+        return [int(t) for t in np.argmax(adapter.predict(np.stack(xs)), axis=1)]
+    if isinstance(targets, Target) or callable(targets):
+        return [targets] * len(xs)
+    items = list(targets) if isinstance(targets, (Sequence, np.ndarray)) and not isinstance(targets, str) else None
+    ok = items is not None and len(items) == len(xs) and all(
+        isinstance(t, Target) or (isinstance(t, (int, np.integer)) and not isinstance(t, bool)) for t in items)
+    if not ok:
+        seen = f"{len(items)} items" if items is not None else type(targets).__name__
+        raise ValueError(f"The 'targets' argument of compare must be {len(xs)} class indices or targets (one per "
+                         f"image), or one target for every image. Got {seen}.")
+    return [t if isinstance(t, Target) else int(t) for t in items]
 
 
 def _own_copy(adapter):
@@ -423,9 +433,10 @@ def _run_block(adapter, block: np.ndarray, xs, masks, targets, named: dict[str, 
         i = int(i)
         rows, maps, curves, score = [], {}, {}, float("nan")
         for name, explainer in named.items():
-            e = explainer.explain(adapter, xs[i], int(targets[i]))
-            row: dict[str, Any] = {"image": i, "method": name, "target": int(targets[i])}
-            case = Case(adapter, xs[i], e, explainer, int(targets[i]), None if masks is None else masks[i])
+            e = explainer.explain(adapter, xs[i], targets[i])
+            target, label = _one_scalar(e, targets[i], i)
+            row: dict[str, Any] = {"image": i, "method": name, "target": label}
+            case = Case(adapter, xs[i], e, explainer, target, None if masks is None else masks[i])
             for spec in specs:
                 for col, value in spec(case).items():
                     if isinstance(value, Curve):
@@ -439,6 +450,19 @@ def _run_block(adapter, block: np.ndarray, xs, masks, targets, named: dict[str, 
                 score = _target_score(e)
         out.append((rows, maps, curves, score))
     return out
+
+
+def _one_scalar(e: object, asked: object, image: int) -> tuple[object, object]:
+    """The target a row's metrics score and its label (the class index, or the target's name)."""
+    if isinstance(asked, int):
+        return asked, asked
+    bound = getattr(e, "target", None)
+    if bound is None:
+        return asked, repr(asked)
+    if bound.n_outputs != 1:
+        raise ValueError(f"compare explains one scalar per image, but target {asked!r} of image {image} has "
+                         f"{bound.n_outputs} ({bound.names}); give one box, class or channel per image.")
+    return bound, bound.names[0]
 
 
 def _single_map(e: object) -> np.ndarray:

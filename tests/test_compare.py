@@ -259,3 +259,22 @@ def test_compare_errors(rng):
         compare(model, x[:0], [occ])
     with pytest.raises(TypeError, match="explain\\(model, x, target\\)"):
         compare(model, x, {"bad": object()})
+
+
+def test_compare_explains_a_detection_per_image_and_reports_it(tmp_path):
+    """Targets other than classes: one Detection box per image, through every metric and the report."""
+    from perturbx.targets import Detection
+    from tests.servers.toy_models import TOY_BOXES, toy_detector
+
+    xs = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    boxes = [Detection(TOY_BOXES[i % 2]) for i in range(3)]
+    comp = compare(Callable(toy_detector, batch_size=64), xs, {"occ": Occlusion(window=8, stride=4),
+                                                             "rise": RISE(n_masks=200, grid_size=4, random_state=0)},
+                   targets=boxes)
+    assert [r["target"] for r in comp.rows[::2]] == ["label 0 at (4, 4, 12, 12)", "label 1 at (18, 14, 28, 26)",
+                                                     "label 0 at (4, 4, 12, 12)"]
+    assert all(np.isfinite(r["deletion_auc"]) and np.isfinite(r["insertion_auc"]) for r in comp.rows)
+    page = comp.to_html(tmp_path / "report.html").read_text()
+    assert "label 1 at (18, 14, 28, 26)" in page
+    with pytest.raises(ValueError, match="compare explains one scalar per image, but target Detection"):
+        compare(Callable(toy_detector), xs[:1], [Occlusion(window=8, stride=4)], targets=Detection(min_score=0.0))

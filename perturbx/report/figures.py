@@ -30,8 +30,11 @@ def _shown(comp: Comparison, n_images: int | None) -> int:
     return comp.n_images if n_images is None else max(1, min(int(n_images), comp.n_images))
 
 
-def _class_name(comp: Comparison, i: int) -> str:
+def target_name(comp: Comparison, i: int) -> str:
+    """What image ``i`` explains: its class's name, "class k", or a target's own name (a box, a region)."""
     target = comp.rows[i * len(comp.methods)]["target"]
+    if not isinstance(target, (int, np.integer)):
+        return str(target)
     if comp.class_names and 0 <= target < len(comp.class_names):
         return str(comp.class_names[target])
     return f"class {target}"
@@ -65,7 +68,7 @@ def maps_figure(comp: Comparison, *, n_images: int | None = 8, path: str | Path 
     for i in range(n):
         score = "" if comp.scores is None else f" · f(x) {comp.scores[i]:.3f}"
         axes[i, 0].imshow(comp.images[i], cmap="gray" if comp.images.ndim == 3 else None)
-        axes[i, 0].set_title(f"#{i} · {_class_name(comp, i)}{score}", fontsize=8)
+        axes[i, 0].set_title(f"#{i} · {target_name(comp, i)}{score}", fontsize=8)
         for j, method in enumerate(comp.methods):
             _map_panel(axes[i, j + 1], comp, method, i, gray[i])
         for ax in axes[i]:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from perturbx.compare import (
     CONFIDENCE,
     N_RESAMPLES,
@@ -22,7 +24,7 @@ from perturbx.compare import (
     format_value,
 )
 
-from .figures import figure_png
+from .figures import figure_png, target_name
 from .tiles import colourbar_css, image_tile, map_tile
 
 __all__ = ["DEFINITIONS", "write_html"]
@@ -122,9 +124,7 @@ def _summary(comp: Comparison) -> dict[str, Any]:
 
 
 def _image(comp: Comparison, i: int) -> dict[str, Any]:
-    target = comp.rows[i * len(comp.methods)]["target"]
-    name = (str(comp.class_names[target]) if comp.class_names and 0 <= target < len(comp.class_names)
-            else f"class {target}")
+    name = target_name(comp, i)
     score = float("nan") if comp.scores is None else float(comp.scores[i])
     maps = []
     for method in comp.methods:
@@ -133,7 +133,9 @@ def _image(comp: Comparison, i: int) -> dict[str, Any]:
         maps.append({"method": method, "tile": map_tile(comp, method, i), "scale": format_scale(scale.max_abs),
                      "relative": "" if relative != relative else f"{100 * relative:.2g} %",
                      "negligible": bool(scale.negligible), "zero": scale.max_abs == 0, "units": scale.units})
-    return {"index": i, "name": name, "target": target, "score": format_value(score, 3),
+    target = comp.rows[i * len(comp.methods)]["target"]
+    note = f"(target {target})" if isinstance(target, (int, np.integer)) else ""
+    return {"index": i, "name": name, "target": target, "target_note": note, "score": format_value(score, 3),
             "tile": image_tile(comp, i), "maps": maps}
 
 
