@@ -11,6 +11,11 @@ only writer; workers only compute, so a cluster needs no shared file system.
 
 The result is a :class:`DatasetResults`, a lazy sequence that loads an
 :class:`~perturbx.Explanation` from disk when it is indexed.
+
+Threads: PyTorch's default (one thread per core) collapses when anything else runs on the
+machine, because its threads wait for each other at every operation. Workers therefore pin
+torch's threads (:func:`default_threads`, :func:`worker_threads`): ``$PERTURBX_THREADS`` if
+set, else half the cores, shared out among the workers of this machine.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -32,13 +38,82 @@ from ._utils import check_int
 from .explanation import Explanation
 from .images import IMAGE_SUFFIXES, image_files, read_image
 
-__all__ = ["DatasetResults", "WorkerModel", "explain_dataset"]
+__all__ = ["THREADS_ENV", "DatasetResults", "WorkerModel", "default_threads", "explain_dataset", "worker_threads"]
+
+#: Environment variable with the number of torch threads perturbx's own runs use (demo, explain_dataset
+#: workers, the test suite)
+THREADS_ENV = "PERTURBX_THREADS"
 
 _FORMAT = 1
 _MANIFEST, _INDEX, _ERRORS, _ITEMS = "manifest.json", "index.jsonl", "errors.jsonl", "items"
 
 
 _BUILT: dict[str, Any] = {}  # models of this process, by WorkerModel token
+
+
+def default_threads() -> int:
+    """Torch threads for perturbx's own runs on this machine: ``$PERTURBX_THREADS``, else half the cores.
+
+    Half the cores this process may use (at least 1) holds up when one other busy process
+    shares the machine; all of them does not (PyTorch's threads wait for each other at every
+    operation, so one thread that loses its core stalls the rest).
+
+    Raises
+    ------
+    ValueError
+        ``$PERTURBX_THREADS`` is set but is not an int >= 1.
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"The environment variable {THREADS_ENV} must be an int >= 1 (torch threads). "
+                             f"Got {value!r}; unset it for the default (half the cores).")
+        return int(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+def worker_threads(n_jobs: int, backend: str | None) -> int | None:
+    """Torch threads per image of :func:`explain_dataset`, or None to leave torch as it is.
+
+    One process (``n_jobs=1`` without a backend): None, the caller's setting stands. Local
+    workers (loky processes, ``"threading"``): :func:`default_threads` shared out,
+    ``max(1, default_threads() // n_jobs)``. A cluster backend (``"dask"``, ``"ray"``...):
+    :data:`THREADS_ENV` on the worker, else 1, as its parallelism comes from the workers.
+    """
+    if n_jobs == 1 and backend is None:
+        return None
+    if backend in (None, "loky", "multiprocessing", "threading"):
+        return max(1, default_threads() // n_jobs)
+    return 0  # a cluster worker decides on its own machine (see _pin_threads)
+
+
+def _pin_threads(threads: int | None) -> None:
+    """Set torch's thread count (if torch is loaded) for this worker; 0: ``$PERTURBX_THREADS`` here, else 1."""
+    if threads is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if threads == 0:
+        threads = default_threads() if os.environ.get(THREADS_ENV) else 1
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def _threads_of_this_process(threads: int | None, backend: str | None):
+    """For the threading backend: torch's threads of this process pinned during the run, then restored."""
+    torch = sys.modules.get("torch")
+    if backend != "threading" or threads is None or torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class WorkerModel:
@@ -154,11 +229,13 @@ def _results(explainer, model, todo, spec, on_error: str, n_jobs: int, backend: 
         return
     from joblib import Parallel, delayed, parallel_config
 
-    tasks = (delayed(_explain_item)(explainer, model, it, spec, on_error) for it in todo)
+    threads = worker_threads(n_jobs, backend)
+    per_task = None if backend == "threading" else threads  # threads of this process are pinned here, once
+    tasks = (delayed(_explain_item)(explainer, model, it, spec, on_error, per_task) for it in todo)
     if backend is None:
         yield Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
         return
-    with parallel_config(backend=backend, n_jobs=n_jobs):  # registers "dask" on first use
+    with parallel_config(backend=backend, n_jobs=n_jobs), _threads_of_this_process(threads, backend):
         yield Parallel(return_as="generator_unordered")(tasks)
 
 
@@ -254,10 +331,12 @@ class _LoadSpec:
         return read_image(source, layout=self.layout)
 
 
-def _explain_item(explainer, model, item: _Item, spec: _LoadSpec, on_error: str) -> dict:
+def _explain_item(explainer, model, item: _Item, spec: _LoadSpec, on_error: str, threads: int | None = None) -> dict:
+    """Explain one item (in a worker); ``threads``: torch threads to pin first (:func:`worker_threads`)."""
     try:
         x = spec.load(item.source)
         adapter = model.get() if isinstance(model, WorkerModel) else model
+        _pin_threads(threads)  # after the model is built: a WorkerModel may be the first to import torch
         e = explainer.explain(adapter, x, target=item.target)
     except Exception as exc:
         if on_error == "raise":

@@ -21,12 +21,14 @@ see :func:`default_explainers` and :func:`baseline_note`.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .compare import Comparison, compare
+from .dataset_runs import THREADS_ENV, default_threads
 from .metrics.localisation import pointing_game
 from .registry import METHODS, available_methods, make_explainer
 
@@ -161,13 +163,40 @@ def run_demo(out: str | Path = "perturbx-demo", n_images: int = 6, *, cache_dir:
     -------
     Comparison
     """
+    from .models import _cache_path, load_demo_model
+
+    with torch_threads() as threads:
+        t0 = time.perf_counter()
+        net = load_demo_model(cache_dir=cache_dir)
+        print(f"demo CNN ready in {time.perf_counter() - t0:.1f} s (torch threads: {threads}; set "
+              f"{THREADS_ENV} to change; weights cached in {_cache_path(cache_dir)}: delete it to retrain)")
+        return _compare_and_write(net, out, n_images, random_state, progress, methods, metrics, n_jobs)
+
+
+@contextmanager
+def torch_threads():
+    """Torch's threads pinned to :func:`~perturbx.dataset_runs.default_threads` inside, restored after.
+
+    Yields the number of threads. PyTorch's default (every core) collapses when another busy
+    process shares the machine; half the cores (or ``$PERTURBX_THREADS``) does not.
+    """
+    import torch
+
+    threads, before = default_threads(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare_and_write(net, out, n_images: int, random_state: int, progress, methods, metrics,
+                       n_jobs: int) -> Comparison:
+    """The part of :func:`run_demo` after the model is ready: compare, write, print."""
     from .adapters import Torch
     from .datasets import make_shapes
-    from .models import DEMO_TEST_SEED, load_demo_model
+    from .models import DEMO_TEST_SEED
 
-    t0 = time.perf_counter()
-    net = load_demo_model(cache_dir=cache_dir)
-    print(f"demo CNN ready in {time.perf_counter() - t0:.1f} s")
     data = make_shapes(n_images, random_state=DEMO_TEST_SEED + 1)
     explainers = default_explainers(random_state, data.images.shape[-2:], methods)
     for e in explainers.values():

@@ -1,11 +1,35 @@
-"""Shared fixtures: small models whose behaviour the tests know."""
+"""Shared fixtures: small models whose behaviour the tests know; one thread choice for the whole run.
+
+Threads: the test run uses :func:`perturbx.dataset_runs.default_threads` (``$PERTURBX_THREADS``,
+else half the cores) for torch and for the BLAS/OpenMP pools of numpy and scipy, set here once,
+before any test module imports torch. The subprocesses the tests start (examples, README blocks,
+workers) inherit it through ``PERTURBX_THREADS`` and ``OMP_NUM_THREADS``. Run
+``PERTURBX_THREADS=4 python -m pytest ...`` to change it.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import numpy as np
 import pytest
 
 from perturbx.adapters import Adapter
+from perturbx.dataset_runs import THREADS_ENV, default_threads
+
+THREADS = default_threads()
+os.environ[THREADS_ENV] = str(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)  # torch, imported later by the test modules, starts with it
+
+
+def pytest_configure(config) -> None:
+    """Pin the thread pools already loaded (numpy's BLAS; torch if a plugin imported it) to THREADS."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=THREADS)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(THREADS)
 
 
 class SpyAdapter(Adapter):
