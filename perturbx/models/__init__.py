@@ -3,40 +3,73 @@
 * :class:`DemoCNN` -- a tiny CNN for the synthetic shapes of
   :func:`perturbx.datasets.make_shapes`; :func:`train_demo_model` trains it and
   :func:`load_demo_model` caches the trained weights; :func:`demo_embedding`
-  gives its pooled feature vector.
+  gives its pooled feature vector ``(N, 64)``.
+* :class:`DemoDetector` -- a tiny single-stage detector for the multi-object
+  scenes of :func:`perturbx.datasets.make_scenes`, returning a fixed number of
+  proposals ``(N, K, 4 + 1 + C)`` (box, objectness, class probabilities: the
+  D-RISE layout); :func:`train_demo_detector`, :func:`load_demo_detector`.
+* :class:`DemoSegmenter` -- a small encoder-decoder for the same scenes,
+  returning logits ``(N, 1 + C, H, W)`` (channel 0 background);
+  :func:`train_demo_segmenter`, :func:`load_demo_segmenter`.
 * :func:`resnet18_shaped` -- a randomly initialised network with the shape and
   the module names of torchvision's ResNet-18 (without needing torchvision).
+
+The three trained models are cached with the same rules (``cache_dir`` or
+``$PERTURBX_CACHE`` or ``~/.cache/perturbx``, the recipe version in the file
+name, atomic writes, ``torch.load(weights_only=True)``).
 
 This package is never imported by ``perturbx`` itself; import it explicitly.
 """
 
 from __future__ import annotations
 
-# classifier.py raises an ImportError that says what to install when torch is missing. The
-# private names of the former module perturbx/models.py stay importable from here (F401).
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("perturbx.models needs PyTorch: pip install 'perturbx[torch]'") from e
+
+from ._scenes import SCENE_TEST_SEED, SCENE_TRAIN_SEED
+
+# The private names of the former module perturbx/models.py stay importable from here (F401).
 from .classifier import (  # noqa: F401
     _N_TEST,
     DEMO_RECIPE_VERSION,
     DEMO_TEST_SEED,
     DEMO_TRAIN_SEED,
     DemoCNN,
+    DemoEmbedding,
     _accuracy,
     _background_cutout,
     _BasicBlock,
     _cache_path,
     _default_cache_dir,
     _ResNet18Shaped,
+    demo_embedding,
     load_demo_model,
     resnet18_shaped,
     train_demo_model,
 )
+from .detector import DETECTOR_RECIPE_VERSION, DemoDetector, load_demo_detector, train_demo_detector
+from .segmenter import SEGMENTER_RECIPE_VERSION, DemoSegmenter, load_demo_segmenter, train_demo_segmenter
 
 __all__ = [
     "DEMO_RECIPE_VERSION",
     "DEMO_TEST_SEED",
     "DEMO_TRAIN_SEED",
+    "DETECTOR_RECIPE_VERSION",
+    "SCENE_TEST_SEED",
+    "SCENE_TRAIN_SEED",
+    "SEGMENTER_RECIPE_VERSION",
     "DemoCNN",
+    "DemoDetector",
+    "DemoEmbedding",
+    "DemoSegmenter",
+    "demo_embedding",
+    "load_demo_detector",
     "load_demo_model",
+    "load_demo_segmenter",
     "resnet18_shaped",
+    "train_demo_detector",
     "train_demo_model",
+    "train_demo_segmenter",
 ]

@@ -34,6 +34,8 @@ __all__ = [
     "DEMO_TEST_SEED",
     "DEMO_TRAIN_SEED",
     "DemoCNN",
+    "DemoEmbedding",
+    "demo_embedding",
     "load_demo_model",
     "resnet18_shaped",
     "train_demo_model",
@@ -306,6 +308,65 @@ def load_demo_model(
     )
     model.demo_accuracy = float(blob["accuracy"])
     return model
+
+
+class DemoEmbedding(nn.Module):
+    """The globally max-pooled feature vector of a :class:`DemoCNN`.
+
+    Shares the trunk and the pooling of the classifier it is built from (no
+    copy of the weights): ``model.classifier[-1](embedding(x))`` equals
+    ``model(x)``.
+
+    Parameters
+    ----------
+    model : DemoCNN
+        The classifier whose features to expose.
+
+    Notes
+    -----
+    Input: float tensor ``(N, 3, H, W)`` in ``[0, 1]``. Output: ``(N, D)``
+    with ``D = 64``, the input of the classifier's final linear layer.
+    """
+
+    def __init__(self, model: DemoCNN) -> None:
+        super().__init__()
+        self.features = model.features
+        self.pool = model.classifier[:-1]  # AdaptiveMaxPool2d(1), Flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature vectors ``(N, D)`` of images ``(N, 3, H, W)``."""
+        return self.pool(self.features(x))
+
+
+def demo_embedding(model: DemoCNN | None = None) -> DemoEmbedding:
+    """The demo CNN's max-pooled feature vector as a module, for similarity targets.
+
+    Parameters
+    ----------
+    model : DemoCNN or None, default None
+        The classifier to take the features of; ``None`` uses
+        :func:`load_demo_model` (trained and cached on first use).
+
+    Returns
+    -------
+    DemoEmbedding
+        Maps images ``(N, 3, H, W)`` to vectors ``(N, 64)``; shares the
+        model's modules and is in the model's train/eval mode (eval for the
+        loaded demo model).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a :class:`DemoCNN`.
+    """
+    if model is None:
+        model = load_demo_model()
+    if not isinstance(model, DemoCNN):
+        raise TypeError(f"model must be a DemoCNN (or None for the cached demo model); got "
+                        f"{type(model).__name__}; build other embeddings as a torch.nn.Module directly")
+    embedding = DemoEmbedding(model)
+    embedding.training = model.training  # its modules are the model's: their modes stay as they are
+    return embedding
 
 
 class _BasicBlock(nn.Module):
