@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -389,6 +390,21 @@ def test_channel_out_of_range_is_a_clear_error(net):
         vz.Channel("2", -1)
     with pytest.raises(ValueError, match="'vector' parameter of Direction has 3 values but layer '2' has 6"):
         vz.FeatureVisualization(steps=2).visualize(Torch(net), vz.Direction("2", [1, 0, 0]), SHAPE)
+
+
+def test_a_channel_that_is_off_everywhere_warns():
+    """A ReLU channel that is off at every position gives no gradient: say so instead of silently returning grey."""
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.bias[0] = -100.0                          # channel 0 never turns on
+    net = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 3)).eval()
+    with pytest.warns(RuntimeWarning, match=r"Channel\('1', 0\) has zero gradient at the initial images"):
+        vis = vz.FeatureVisualization(steps=3, random_state=0).visualize(Torch(net), vz.Channel("1", 0), SHAPE)
+    assert vis.final_objective[0, 0] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vz.FeatureVisualization(steps=3, random_state=0).visualize(Torch(net), vz.Channel("0", 0), SHAPE)
 
 
 def test_black_box_objective_on_a_layer_is_a_clear_error(net):

@@ -18,6 +18,7 @@ the parameters and draw a fresh transformation per image and step.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,8 @@ def run_autograd(problem: Problem, budget: int | None, progress: bool | None) ->
             if monitor is not None:
                 monitor[step] = problem.values(ctx, problem.monitor).detach().cpu().numpy()
             grads = torch.autograd.grad(values.sum(), tensors)
+            if step == 0:
+                _warn_if_flat(grads, problem.objectives)
             with torch.no_grad():
                 for rule, t, g in zip(rules, tensors, grads, strict=True):
                     rule.step(t, -g)
@@ -132,6 +135,15 @@ def run_autograd(problem: Problem, budget: int | None, progress: bool | None) ->
         for t in tensors:
             t.requires_grad_(False)
     return Trace(history, steps * problem.n, cut, monitor)
+
+
+def _warn_if_flat(grads, objectives: list[Objective]) -> None:
+    """Warn when the objective has no gradient at the initial images (it would never move)."""
+    if all(not bool(g.abs().max() > 0) for g in grads):
+        warnings.warn(f"The objective {', '.join(repr(o) for o in objectives)} has zero gradient at the initial "
+                      f"images, so the optimisation cannot move: typically a channel after a ReLU that is off at "
+                      f"every position. Use the layer before the ReLU (its pre-activation) or a larger initial "
+                      f"'sd' of the parameterisation.", RuntimeWarning, stacklevel=5)
 
 
 def _antithetic_rows(n: int, k: int) -> np.ndarray:

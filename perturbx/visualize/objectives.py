@@ -258,7 +258,12 @@ def _check_activation(act, owner: str, layer: str, allow_2d: bool = True):
 
 
 class Channel(Term):
-    """Mean activation of one channel of a layer, over all positions (one unit for an ``(N, C)`` layer)."""
+    """Mean activation of one channel of a layer, over all positions (one unit for an ``(N, C)`` layer).
+
+    On a ReLU's output, a channel that is off at every position of the initial image has no
+    gradient and the run cannot move (a RuntimeWarning says so); visualise the layer
+    before the ReLU instead (the pre-activation, as Lucid's ``*_pre_relu`` layers).
+    """
 
     kind = "layer"
 
