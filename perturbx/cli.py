@@ -49,6 +49,10 @@ def _demo_parser(sub) -> None:
     demo.add_argument("--methods", default=None,
                       help="comma-separated method names or 'all' (default: every available one except the "
                            "mask-optimisation methods, which take minutes per image on a CPU)")
+    demo.add_argument("--task", choices=("classification", "detection"), default="classification",
+                      help="classification: the demo CNN and every method; detection: the built-in object "
+                           "detector, every detection of held-out scenes explained by D-RISE, occlusion and "
+                           "KernelSHAP, boxes drawn over the maps in detections.png (default: %(default)s)")
     demo.add_argument("--all-metrics", action="store_true",
                       help="also max-sensitivity and the model-randomisation check (several times slower)")
 
@@ -127,6 +131,13 @@ def _run_demo(args) -> int:
     methods = _method_list(args.methods) if args.methods else None
     metrics = "all" if args.all_metrics else DEMO_METRICS
     try:
+        if args.task == "detection":
+            from .demo_detection import DETECTION_METRICS, run_detection_demo
+
+            out = args.out if args.out != "perturbx-demo" else "perturbx-demo-detection"
+            run_detection_demo(out, args.n_images, cache_dir=args.cache_dir, random_state=args.seed,
+                               methods=methods, metrics="all" if args.all_metrics else DETECTION_METRICS)
+            return 0
         run_demo(args.out, args.n_images, cache_dir=args.cache_dir, random_state=args.seed, methods=methods,
                  metrics=metrics)
     except ImportError as exc:  # PyTorch (the demo CNN) or matplotlib (the figures) missing

@@ -44,8 +44,8 @@ TITLE = "perturbx demo: every method on held-out synthetic shapes"
 
 
 def demo_methods() -> list[str]:
-    """Every available method except the mask-optimisation ones (minutes per image on a CPU)."""
-    return [n for n in available_methods() if METHODS[n].kind != "optimisation"]
+    """Every available classifier method except the mask-optimisation ones (minutes per image on a CPU)."""
+    return [n for n in available_methods() if METHODS[n].kind not in ("optimisation", "detection")]
 
 
 def default_explainers(random_state: int = 0, size: tuple[int, int] = (64, 64),

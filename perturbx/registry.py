@@ -29,8 +29,10 @@ class Method:
         Display name.
     module, cls : str
         Where the explainer class lives; imported only when used.
-    kind : {"black-box", "optimisation", "gradient"}
-        Gradient methods need a torch model (a ``perturbx.adapters.Torch``). Optimisation
+    kind : {"black-box", "detection", "optimisation", "gradient"}
+        Gradient methods need a torch model (a ``perturbx.adapters.Torch``). Detection
+        methods are black-box methods whose default target is every detection of an object
+        detector (:class:`perturbx.targets.Detection`), not a class. Optimisation
         methods (a mask optimised over hundreds of steps) work with any model, by autograd
         through a torch model and by zeroth-order estimates otherwise; they cost seconds to
         minutes per image on a CPU.
@@ -58,6 +60,11 @@ def _occlusion(size: Size, seed: int) -> dict:
     return {"window": (window, window), "stride": (max(1, window // 3),) * 2}
 
 
+def _drise(size: Size, seed: int) -> dict:
+    grid = max(4, min(16, round(min(size) / 8)))  # 8 cells at 64 px, 16 (the paper's) from 128 px
+    return {"n_masks": 2000, "grid_size": grid, "random_state": seed}
+
+
 def _smoothgrad(size: Size, seed: int) -> dict:
     from perturbx.gradients import Saliency
 
@@ -71,6 +78,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "black-box", _occlusion),
     Method("rise", "RISE", "perturbx.explainers.rise", "RISE", "black-box",
            lambda size, seed: {"n_masks": 2000, "grid_size": 7, "p_keep": 0.5, "random_state": seed}),
+    Method("drise", "D-RISE", "perturbx.explainers.drise", "DRISE", "detection", _drise),
     Method("lime", "LIME", "perturbx.explainers.lime", "LIME", "black-box",
            lambda size, seed: {"n_samples": 1000, "random_state": seed}),
     Method("kernelshap", "KernelSHAP", "perturbx.explainers.kernel_shap", "KernelSHAP", "black-box",
@@ -93,7 +101,8 @@ ALIASES = {"kernel_shap": "kernelshap", "shap": "kernelshap", "integrated_gradie
            "integratedgradients": "ig", "grad_cam": "gradcam", "gradcam++": "gradcampp",
            "input_x_gradient": "inputxgradient", "guided_backprop": "guidedbackprop",
            "meaningful_perturbation": "meaningful", "extremal_perturbation": "extremal",
-           "coarse_to_fine": "c2f_occlusion", "coarsetofine": "c2f_occlusion", "hipe": "c2f_occlusion"}
+           "coarse_to_fine": "c2f_occlusion", "coarsetofine": "c2f_occlusion", "hipe": "c2f_occlusion",
+           "d_rise": "drise"}
 
 
 def canonical_name(name: str) -> str:
@@ -112,7 +121,7 @@ def available_methods(kind: str | None = None) -> list[str]:
 
     Parameters
     ----------
-    kind : {"black-box", "optimisation", "gradient"}, optional
+    kind : {"black-box", "detection", "optimisation", "gradient"}, optional
     """
     names = []
     for name, method in METHODS.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import re
 import subprocess
@@ -206,3 +207,19 @@ def test_compare_reads_every_accepted_image_type(folder, tmp_path, capsys):
     assert code == 0, err
     rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 6
+
+
+def test_detection_demo_explains_every_detection_with_its_box(tmp_path, capsys):
+    pytest.importorskip("perturbx.models")
+    from perturbx.report import OUTPUT_FILES
+
+    code, out, err = _run(capsys, "demo", "--task", "detection", "--n-images", "1", "--methods", "drise,occlusion",
+                          "--out", tmp_path)
+    assert code == 0, err
+    assert {p.name for p in tmp_path.iterdir()} == set(OUTPUT_FILES) | {"detections.png"}
+    n = int(re.search(r"(\d+) detections in 1 scenes", out).group(1))
+    assert n >= 1
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [r["method"] for r in rows] == ["drise", "occlusion"] * n
+    assert all(r["target"].startswith("label ") and " at (" in r["target"] for r in rows)
+    assert "D-RISE and black-box methods on the built-in object detector" in (tmp_path / "report.html").read_text()

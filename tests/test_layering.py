@@ -4,7 +4,7 @@
 - the shared ground (``_utils``, ``backend``, ``errors``, ``explanation``, ``targets``) imports nothing above it;
 - adapters import only the shared ground: never the engine, a sampler, an estimator, a method or a metric;
 - samplers, renderers and estimators never import the engine or a method; the engine never imports a method;
-- methods and metrics never import compare or the report; the report is imported only by the CLI, the demo
+- methods and metrics never import compare or the report; the report is imported only by the CLI, the demos
   and compare.
 """
 
@@ -95,7 +95,7 @@ def test_parts_and_engine_never_import_a_method():
 
 def test_report_is_imported_only_by_cli_demo_and_compare():
     importers = ("perturbx",)
-    allowed = ("perturbx.cli", "perturbx.demo", "perturbx.compare", "perturbx.report")
+    allowed = ("perturbx.cli", "perturbx.demo", "perturbx.demo_detection", "perturbx.compare", "perturbx.report")
     assert violations(importers, ("perturbx.report",), allowed) == []
     assert violations((*METHODS, "perturbx.metrics"), ("perturbx.compare", "perturbx.report")) == []
 

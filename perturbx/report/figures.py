@@ -124,7 +124,7 @@ def curves_figure(comp: Comparison, *, path: str | Path | None = None, dpi: int 
             ax.plot(_GRID, mean, color=colours[method], linestyle=styles[method], linewidth=1.2, label=method)
         ax.set_title(col.replace("_auc", "") + f" curve (mean of {comp.n_images} images)", fontsize=9)
         ax.set_xlabel("fraction of pixels " + ("removed" if col.startswith("deletion") else "inserted"))
-        ax.set_ylabel("score of the target class")
+        ax.set_ylabel("the target's score")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
