@@ -114,6 +114,20 @@ class Adapter(ABC):
 
     __call__ = predict
 
+    def predict_targets(self, batch: Array, parts: list[tuple[Target, int]]) -> list[np.ndarray]:
+        """One model call for rows of several explanations: ``parts`` lists (bound target, rows) in order.
+
+        Returns the scalars ``(rows, T)`` of each part, computed from that part's rows of the
+        output (the engine packs the perturbations of several images into one batch).
+        """
+        if len(parts) == 1:
+            return [self.predict_target(batch, parts[0][0])]
+        bounds = np.cumsum([0] + [n for _, n in parts])
+        if all(isinstance(t, Class) and t.output is None for t, _ in parts):
+            scores = self.predict_batch(batch)
+            return [t.select(scores[lo:hi]) for (t, _), lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)]
+        return evaluate_parts(self.predict_raw(batch), parts, self._model_name())
+
     def _model_name(self) -> str:
         return f"the model behind {type(self).__name__}"
 
@@ -138,6 +152,22 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, input_layout={self.input_layout!r})"
+
+
+def evaluate_parts(raw: object, parts: list[tuple[Target, int]], model: str) -> list[np.ndarray]:
+    """Each part's scalars ``(rows, T)`` from consecutive rows of one raw output."""
+    values, lo = [], 0
+    for target, n in parts:
+        values.append(evaluate(target, slice_rows(raw, lo, lo + n), n, model))
+        lo += n
+    return values
+
+
+def slice_rows(out: object, lo: int, hi: int) -> object:
+    """Rows ``lo:hi`` of a model's output (an array, a dict of arrays or a list of per-row items)."""
+    if isinstance(out, Mapping):
+        return {k: v[lo:hi] for k, v in out.items()}
+    return out[lo:hi]
 
 
 def to_numpy_output(out: object) -> object:

@@ -8,7 +8,7 @@ from perturbx._utils import check_choice, check_sample_shape
 from perturbx.backend import TorchBackend
 from perturbx.targets import Class, Target, check_target_values
 
-from .base import Adapter
+from .base import Adapter, evaluate_parts, slice_rows, to_numpy_output
 
 
 def _torch():
@@ -104,10 +104,27 @@ class Torch(Adapter):
             values = target.torch_scores(_as_float64(out)).to("cpu").numpy()
         return check_target_values(values, n, target.n_outputs, target)
 
+    def predict_targets(self, batch, parts: list[tuple[Target, int]]) -> list[np.ndarray]:
+        """Several explanations' rows in one forward; torch-expression targets on the device."""
+        device_side = all(t.differentiable and not isinstance(t, Class) for t, _ in parts)
+        if len(parts) == 1 or not device_side:
+            return super().predict_targets(batch, parts)
+        torch = self._backend._torch
+        with torch.inference_mode():
+            out = self._postprocess(self.module(batch))
+            self.n_queries += int(batch.shape[0])
+            if not isinstance(out, (torch.Tensor, dict)):
+                raw = self._check_rows(to_numpy_output(out), int(batch.shape[0]))
+                return evaluate_parts(raw, parts, self._model_name())
+            out, values, lo = _as_float64(out), [], 0
+            for target, n in parts:
+                part = target.torch_scores(slice_rows(out, lo, lo + n)).to("cpu").numpy()
+                values.append(check_target_values(part, n, target.n_outputs, target))
+                lo += n
+        return values
+
     def _evaluate_raw(self, out, n: int, target: Target) -> np.ndarray:
         from perturbx.targets import evaluate
-
-        from .base import to_numpy_output
 
         return evaluate(target, self._check_rows(to_numpy_output(out), n), n, self._model_name())
 
@@ -145,3 +162,4 @@ def _as_float64(out):
     if isinstance(out, dict):
         return {str(k): v.double() for k, v in out.items()}
     return out.double()
+

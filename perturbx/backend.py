@@ -40,6 +40,9 @@ class NumpyBackend:
     def zeros(self, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 
+    def concatenate(self, arrays: list) -> np.ndarray:
+        return np.concatenate(arrays)
+
 
 class TorchBackend:
     """Tensors on one torch device; nothing here records autograd history."""
@@ -72,6 +75,9 @@ class TorchBackend:
 
     def zeros(self, shape: tuple[int, ...], dtype=np.float64):
         return self._torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def concatenate(self, arrays: list):
+        return self._torch.cat(arrays)
 
 
 NUMPY = NumpyBackend()

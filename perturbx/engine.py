@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -30,7 +31,8 @@ RENDER_BYTES = 16 * 2 ** 20
 MAX_BATCHES_PER_CHUNK = 16
 
 
-__all__ = ["Plan", "QueryBudgetError", "RunResult", "Stopping", "predict_in_batches", "relative_error", "run"]
+__all__ = ["Plan", "QueryBudgetError", "RunResult", "Stopping", "predict_in_batches", "relative_error", "run",
+           "run_many"]
 
 
 @dataclass
@@ -154,34 +156,167 @@ def run(plan: Plan, adapter, target: Target | np.ndarray, *, budget: int | None 
     -------
     RunResult
     """
-    total = plan.sampler.n_total
-    if stopping is None and budget is not None and total > budget:
-        raise QueryBudgetError(f"{desc} needs {total} perturbed queries but only {budget} are left "
-                               f"of max_queries; raise max_queries or lower the number of perturbations.")
-    if stopping is not None and not isinstance(plan.estimator, ErrorEstimating):
-        raise TypeError(f"{type(plan.estimator).__name__} has no standard_error(); {desc} cannot stop early.")
-    if not isinstance(target, Target):
-        target = Class([int(t) for t in np.asarray(target).ravel()])
-    limit = total if budget is None else min(total, budget)
-    if limit < total:  # only with stopping: run the budget's prefix of the (prefix-valid) stream
-        plan.sampler.n_total = limit
-    result = RunResult(0, stopping)
-    next_check = stopping.min_queries if stopping is not None else math.inf
+    return run_many([plan], adapter, [target], budgets=[budget], progress=progress, desc=desc, stopping=stopping)[0]
+
+
+def run_many(plans: list[Plan], adapter, targets: list[Target | np.ndarray], *,
+             budgets: list[int | None] | None = None, progress: bool | None = None, desc: str = "perturbx",
+             stopping: Stopping | None = None) -> list[RunResult]:
+    """:func:`run` for several plans at once (one per image), sharing model batches.
+
+    Each plan's chunks are made, rendered and folded exactly as :func:`run` does for it
+    alone, in the same order; only the model calls are shared: a call takes up to
+    ``batch_size`` rows from the chunks waiting, across plans (never two chunks of one plan),
+    so a cheap model with small inputs sees full batches whatever each image's number of
+    perturbations. A plan has one chunk in flight at a time (so with ``stopping`` it stops
+    as it would alone). Memory: one chunk per plan, plus one model batch.
+
+    Parameters
+    ----------
+    plans : list of Plan
+    adapter : perturbx.adapters.Adapter
+    targets : list of Target or class indices, one per plan
+    budgets : list of (int or None), optional
+        Queries each plan may make (as ``budget`` of :func:`run`).
+    progress, desc, stopping
+        As for :func:`run`; ``progress`` counts every plan's queries.
+
+    Returns
+    -------
+    list of RunResult, one per plan
+    """
+    budgets = budgets if budgets is not None else [None] * len(plans)
+    streams = [_Stream.open(plan, adapter, target, budget, stopping, desc)
+               for plan, target, budget in zip(plans, targets, budgets, strict=True)]
+    queue: deque[_Piece] = deque()
     backend, dtype = adapter.backend, adapter.dtype
-    with _progress_bar(limit, progress, desc) as bar:
-        for chunk in plan.sampler.chunks(_chunk_size(plan, adapter, stopping)):
+    with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar:
+        while True:
+            _fill(queue, streams, adapter, backend, dtype)
+            if not queue:
+                break
+            _score_one_batch(queue, adapter, backend)
+            _fold_completed(queue, stopping, bar)
+    for s in streams:
+        if stopping is not None and s.result.converged is None:
+            s.result.converged = False
+    return [s.result for s in streams]
+
+
+@dataclass
+class _Stream:
+    """One plan being run: its chunk iterator, result, target and stopping schedule."""
+
+    plan: Plan
+    target: Target
+    chunks: object
+    limit: int
+    result: RunResult
+    next_check: float
+    in_flight: int = 0
+    done: bool = False
+
+    @classmethod
+    def open(cls, plan: Plan, adapter, target, budget: int | None, stopping: Stopping | None, desc: str) -> _Stream:
+        total = plan.sampler.n_total
+        if stopping is None and budget is not None and total > budget:
+            raise QueryBudgetError(f"{desc} needs {total} perturbed queries but only {budget} are left "
+                                   f"of max_queries; raise max_queries or lower the number of perturbations.")
+        if stopping is not None and not isinstance(plan.estimator, ErrorEstimating):
+            raise TypeError(f"{type(plan.estimator).__name__} has no standard_error(); {desc} cannot stop early.")
+        if not isinstance(target, Target):
+            target = Class([int(t) for t in np.asarray(target).ravel()])
+        limit = total if budget is None else min(total, budget)
+        if limit < total:  # only with stopping: run the budget's prefix of the (prefix-valid) stream
+            plan.sampler.n_total = limit
+        chunks = iter(plan.sampler.chunks(_chunk_size(plan, adapter, stopping)))
+        return cls(plan, target, chunks, limit, RunResult(0, stopping),
+                   stopping.min_queries if stopping is not None else math.inf)
+
+    def may_pull(self) -> bool:
+        """One chunk in flight per plan: a model call never takes two chunks of one plan anyway."""
+        return not self.done and self.in_flight == 0
+
+    def fold(self, piece: _Piece, stopping: Stopping | None) -> None:
+        """Fold a scored chunk into the estimator; check convergence on the run's schedule."""
+        self.in_flight -= 1
+        self.plan.estimator.update(piece.chunk, piece.masks, piece.scores)
+        result = self.result
+        result.n_queries += piece.chunk.size
+        if result.n_queries >= self.next_check or (stopping is not None and result.n_queries >= self.limit):
+            if _check(self.plan.estimator, stopping, result):
+                self.done = True
+            self.next_check = max(self.next_check * stopping.growth, result.n_queries + 1)
+
+
+@dataclass
+class _Piece:
+    """A rendered chunk waiting for (the rest of) its scores."""
+
+    stream: _Stream
+    chunk: object
+    masks: object
+    rendered: object
+    scores: np.ndarray
+    scored: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.chunk.size - self.scored
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+
+def _fill(queue: deque, streams: list[_Stream], adapter, backend, dtype) -> None:
+    """Render chunks, round robin over the plans that may take one, until a model batch is waiting."""
+    while sum(p.remaining for p in queue) < adapter.batch_size:
+        pulled = False
+        for s in streams:
+            if not s.may_pull():
+                continue
+            chunk = next(s.chunks, None)
+            if chunk is None:
+                s.done = True
+                continue
             masks = chunk.materialize(backend, dtype)
-            scores = predict_in_batches(adapter, plan.renderer.render(masks), target)
-            plan.estimator.update(chunk, masks, scores)
-            result.n_queries += chunk.size
-            bar.update(chunk.size)
-            if result.n_queries >= next_check or (stopping is not None and result.n_queries >= limit):
-                if _check(plan.estimator, stopping, result):
-                    break
-                next_check = max(next_check * stopping.growth, result.n_queries + 1)
-    if stopping is not None and result.converged is None:
-        result.converged = False
-    return result
+            scores = np.empty((chunk.size, s.target.n_outputs))
+            queue.append(_Piece(s, chunk, masks, s.plan.renderer.render(masks), scores))
+            s.in_flight += 1
+            pulled = True
+            if sum(p.remaining for p in queue) >= adapter.batch_size:
+                return
+        if not pulled:
+            return
+
+
+def _fold_completed(queue: deque, stopping: Stopping | None, bar) -> None:
+    """Fold the scored chunks at the head of the queue (a chunk's memory goes with it)."""
+    while queue and queue[0].complete:
+        piece = queue.popleft()
+        piece.stream.fold(piece, stopping)
+        bar.update(piece.chunk.size)
+
+
+def _score_one_batch(queue: deque, adapter, backend) -> None:
+    """One model call: up to ``batch_size`` rows from the waiting chunks, in order, one chunk per plan."""
+    room, parts, seen = adapter.batch_size, [], set()
+    for piece in queue:
+        if room == 0:
+            break
+        if piece.complete or id(piece.stream) in seen:
+            continue
+        seen.add(id(piece.stream))
+        take = min(room, piece.remaining)
+        parts.append((piece, piece.scored, piece.scored + take))
+        room -= take
+    rows = [p.rendered[lo:hi] for p, lo, hi in parts]
+    batch = rows[0] if len(rows) == 1 else backend.concatenate(rows)
+    values = adapter.predict_targets(batch, [(p.stream.target, hi - lo) for p, lo, hi in parts])
+    for (piece, lo, hi), v in zip(parts, values, strict=True):
+        piece.scores[lo:hi] = v
+        piece.scored = hi
 
 
 def _chunk_size(plan: Plan, adapter, stopping: Stopping | None) -> int:

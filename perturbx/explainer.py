@@ -22,6 +22,7 @@ import numpy as np
 
 from perturbx._utils import Configurable, check_random_state
 from perturbx.adapters import Adapter, as_adapter
+from perturbx.adapters.base import slice_rows
 from perturbx.explanation import Explanation
 from perturbx.targets import BindInfo, Target, as_target, bind
 
@@ -116,24 +117,110 @@ class Explainer(Configurable, ABC):
         start = time.perf_counter()
         adapter = self._adapter(model)
         x = self._check_sample(adapter, x)
-        wanted = self._prepare_target(as_target(self._default_target() if target is None else target))
-        self._check_target(wanted)
         before = adapter.n_queries
-        output = _reference_output(adapter, x)
-        bound, reference = bind(wanted, output, BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name()))
-        max_queries = getattr(self, "max_queries", None)
-        request = Request(x, adapter, bound, reference, output,
-                          check_random_state(getattr(self, "random_state", None)),
-                          None if max_queries is None else max_queries - 1)
+        request = self._requests(adapter, [x], [target])[0]
         maps, extras = self._explain(request)
+        return self._explanation(request, maps, extras, adapter.n_queries - before, time.perf_counter() - start)
+
+    def explain_many(self, model: object, X: object, targets: object = None) -> list[Explanation]:
+        """Explain several samples; each result equals ``explain(model, X[i], targets[i])`` with the same seed.
+
+        Sampling methods (Occlusion, RISE, D-RISE, LIME, KernelSHAP, Shapley sampling) share
+        model batches between the samples: the reference queries go out as one batch, and the
+        perturbations of several samples fill the same model calls (:func:`perturbx.engine.run_many`),
+        so a cheap model with small inputs sees full batches however few perturbations each
+        sample has. Other methods explain the samples one after the other. With an int (or
+        None) ``random_state`` each sample gets the stream ``explain`` would give it; with a
+        ``numpy.random.Generator`` the samples are explained one after the other, drawing from
+        it in order, as successive ``explain`` calls would.
+
+        Parameters
+        ----------
+        model : Adapter, torch.nn.Module or callable
+        X : ndarray (N, *sample_shape) or sequence of samples
+        targets : None or a sequence of N targets
+            One ``target`` per sample (anything ``explain`` takes); None: the default target
+            for every sample. To explain the same classes of every sample pass ``[t] * N``.
+
+        Returns
+        -------
+        list of Explanation
+            ``n_queries`` of each counts its own rows; ``seconds`` is the call's wall time
+            divided among the samples in proportion to their queries.
+        """
+        adapter = self._adapter(model)
+        xs = [self._check_sample(adapter, x) for x in _samples(X)]
+        wanted = [None] * len(xs) if targets is None else list(targets)
+        if len(wanted) != len(xs):
+            raise ValueError(f"The 'targets' argument of explain_many must give one target per sample ({len(xs)}). "
+                             f"Got {len(wanted)}; pass [target] * N to explain the same target of every sample.")
+        if isinstance(getattr(self, "random_state", None), np.random.Generator) or not self._shares_batches():
+            return [self.explain(adapter, x, t) for x, t in zip(xs, wanted, strict=True)]
+        return self._explain_many(adapter, xs, wanted)
+
+    def _shares_batches(self) -> bool:
+        """Whether :meth:`_explain_many` packs several samples into model batches (the default explains each)."""
+        return False
+
+    def _explain_many(self, adapter: Adapter, xs: list[np.ndarray], targets: list[object]) -> list[Explanation]:
+        """Several samples at once; the family's hook (default: one :meth:`explain` after the other)."""
+        return [self.explain(adapter, x, t) for x, t in zip(xs, targets, strict=True)]
+
+    def _requests(self, adapter: Adapter, xs: list[np.ndarray], targets: list[object]) -> list[Request]:
+        """Validate the targets, make the reference queries (one batch of the samples), bind the targets."""
+        wanted = [self._prepare_target(as_target(self._default_target() if t is None else t)) for t in targets]
+        for w in wanted:
+            self._check_target(w)
+        outputs = _reference_outputs(adapter, xs)
+        max_queries = getattr(self, "max_queries", None)
+        requests = []
+        for x, w, output in zip(xs, wanted, outputs, strict=True):
+            bound, reference = bind(w, output, BindInfo(adapter.layout.spatial_shape(x.shape), adapter._model_name()))
+            requests.append(Request(x, adapter, bound, reference, output,
+                                    check_random_state(getattr(self, "random_state", None)),
+                                    None if max_queries is None else max_queries - 1))
+        return requests
+
+    def _explanation(self, request: Request, maps: np.ndarray, extras: dict[str, Any], n_queries: int,
+                     seconds: float) -> Explanation:
+        """The :class:`~perturbx.Explanation` of one request from its maps ``(T, ...)`` and extras."""
+        bound = request.target
         if maps.ndim == 4:  # per-channel attributions: keep them, report their sum
             extras["channel_attributions"] = maps[0] if bound.single else maps
             maps = maps.sum(axis=1)
         return Explanation(
-            attributions=maps[0] if bound.single else maps, targets=bound.labels,
-            n_queries=adapter.n_queries - before, seconds=time.perf_counter() - start,
-            method=type(self).__name__, params=self.get_params(), scores=reference,
-            input=x, input_layout=adapter.layout.name, extras=extras, target=bound)
+            attributions=maps[0] if bound.single else maps, targets=bound.labels, n_queries=n_queries,
+            seconds=seconds, method=type(self).__name__, params=self.get_params(), scores=request.reference,
+            input=request.x, input_layout=request.adapter.layout.name, extras=extras, target=bound)
+
+
+def _samples(X: object) -> list:
+    if isinstance(X, np.ndarray) or (isinstance(X, (list, tuple)) and not isinstance(X, str)):
+        items = list(X)
+        if items:
+            return items
+        raise ValueError("The 'X' argument of explain_many is empty; pass at least one sample.")
+    raise TypeError(f"The 'X' argument of explain_many must be an array (N, *sample_shape) or a sequence of samples. "
+                    f"Got {type(X).__name__}.")
+
+
+def _reference_outputs(adapter: Adapter, xs: list[np.ndarray]) -> list[object]:
+    """The reference query of every sample: one model call per ``batch_size`` samples, split back per sample.
+
+    A batch the model fails on is asked again sample by sample, so the error names the sample.
+    """
+    if len(xs) == 1:
+        return [_reference_output(adapter, xs[0])]
+    outputs: list[object] = []
+    for lo in range(0, len(xs), adapter.batch_size):
+        part = xs[lo:lo + adapter.batch_size]
+        try:
+            raw = adapter.predict_raw(adapter.backend.asarray(np.stack(part), adapter.dtype))
+        except Exception:
+            outputs += [_reference_output(adapter, x) for x in part]
+            continue
+        outputs += [slice_rows(raw, i, i + 1) for i in range(len(part))]
+    return outputs
 
 
 def _reference_output(adapter: Adapter, x: np.ndarray) -> object:

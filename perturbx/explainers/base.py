@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from perturbx._utils import Layout, check_float, check_int, check_random_state
 from perturbx.adapters import Adapter
 from perturbx.baselines import check_baseline, resolve_baseline
 from perturbx.explainer import Explainer, Request
+from perturbx.explanation import Explanation
 from perturbx.renderers import BlendRenderer
 from perturbx.targets import Target
 
@@ -102,10 +104,35 @@ class PerturbationExplainer(Explainer):
         """Method-specific results for :attr:`Explanation.extras`."""
         return {}
 
-    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
-        """Resolve the baseline, then :meth:`_estimate` (one engine run of :meth:`_plan` by default)."""
+    def _context(self, request: Request) -> Context:
+        """The request with its baseline resolved (a "noise" baseline draws from the request's stream)."""
         adapter, x = request.adapter, request.x
         baseline = resolve_baseline(self.baseline, x, adapter.layout, request.rng)
-        ctx = Context(x, baseline, adapter, adapter.layout, adapter.layout.to_chw(x.shape), request.target,
-                      request.reference, request.rng)
-        return self._estimate(ctx, request.budget)
+        return Context(x, baseline, adapter, adapter.layout, adapter.layout.to_chw(x.shape), request.target,
+                       request.reference, request.rng)
+
+    def _explain(self, request: Request) -> tuple[np.ndarray, dict[str, Any]]:
+        """Resolve the baseline, then :meth:`_estimate` (one engine run of :meth:`_plan` by default)."""
+        return self._estimate(self._context(request), request.budget)
+
+    def _shares_batches(self) -> bool:
+        """Methods made of one engine run (those that do not override :meth:`_estimate`) pack samples together."""
+        return type(self)._estimate is PerturbationExplainer._estimate
+
+    def _explain_many(self, adapter: Adapter, xs: list[np.ndarray], targets: list[object]) -> list[Explanation]:
+        """One :func:`perturbx.engine.run_many` over every sample's plan: the same maps as one explain each."""
+        start, before = time.perf_counter(), adapter.n_queries
+        requests = self._requests(adapter, xs, targets)
+        contexts = [self._context(r) for r in requests]
+        plans = [self._plan(c) for c in contexts]
+        results = engine.run_many(plans, adapter, [c.target for c in contexts], budgets=[r.budget for r in requests],
+                                  progress=self.progress, desc=type(self).__name__, stopping=self._stopping())
+        elapsed, total = time.perf_counter() - start, max(adapter.n_queries - before, 1)
+        out = []
+        for request, ctx, plan, result in zip(requests, contexts, plans, results, strict=True):
+            maps = plan.estimator.finalize()  # before the extras, which read the finished estimator
+            extras = self._extras(ctx, plan)
+            extras.update(result.extras())
+            n = 1 + result.n_queries
+            out.append(self._explanation(request, maps, extras, n, elapsed * n / total))
+        return out

@@ -1,0 +1,137 @@
+"""explain_many: the explanations of explain() on each sample, with the model batches shared."""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import perturbx
+from perturbx.adapters import Adapter, Callable
+
+SEG = np.arange(16).reshape(4, 4).repeat(4, axis=0).repeat(4, axis=1)
+TARGETS = [0, 1, [2, 3], None, 1]
+
+
+class CountingCallable(Callable):
+    """Records the number of rows of every model call."""
+
+    def __init__(self, fn, **kw) -> None:
+        super().__init__(fn, **kw)
+        self.calls: list[int] = []
+
+    def _forward(self, batch):
+        self.calls.append(len(batch))
+        return super()._forward(batch)
+
+
+@pytest.fixture
+def model(rng):
+    w = rng.normal(size=(4, 3, 16, 16))
+    return lambda b: np.tanh(np.asarray(b, np.float64).reshape(len(b), -1) @ w.reshape(4, -1).T / 20)
+
+
+@pytest.fixture
+def images(rng):
+    return rng.random((5, 3, 16, 16), dtype=np.float32)
+
+
+def explainers():
+    return {
+        "occlusion": perturbx.Occlusion(window=4, stride=4),
+        "rise": perturbx.RISE(n_masks=150, grid_size=4, random_state=3),
+        "rise-regression": perturbx.RISE(n_masks=300, grid_size=4, control_variate="regression", random_state=3),
+        "rise-stopping": perturbx.RISE(n_masks=3000, grid_size=4, tolerance=0.2, random_state=3),
+        "lime": perturbx.LIME(n_samples=50, segmentation=SEG, random_state=1),
+        "kernelshap": perturbx.KernelSHAP(n_samples=60, segmentation=SEG, random_state=2),
+        "shapley": perturbx.ShapleySampling(n_samples=64, segmentation=SEG, random_state=2),
+        "c2f": perturbx.CoarseToFineOcclusion(window=(4, 4), stride=(2, 2)),
+        "meaningful": perturbx.MeaningfulPerturbation(steps=3, random_state=0),
+    }
+
+
+@pytest.mark.parametrize("name", list(explainers()))
+def test_explain_many_equals_explain_on_each_sample(name, model, images):
+    """Targets differ per sample; batch_size 48 splits samples across model calls."""
+    explainer = explainers()[name]
+    with warnings.catch_warnings():  # meaningful's masks may not move in 3 steps; not what is tested here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        many = explainer.explain_many(Callable(model, batch_size=48), images, targets=TARGETS)
+        for x, t, e in zip(images, TARGETS, many, strict=True):
+            one = explainer.explain(Callable(model, batch_size=48), x, t)
+            # equal up to float rounding: the model scores x in a batch of 5 instead of 1
+            np.testing.assert_allclose(e.attributions, one.attributions, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(e.scores, one.scores, rtol=1e-14)
+            assert e.n_queries == one.n_queries and e.targets.tolist() == one.targets.tolist()
+
+
+def test_samples_share_full_model_batches(model, images):
+    """Occlusion with 16 windows a sample: alone, 17-row calls; together, every call full but the last."""
+    counting = CountingCallable(model, batch_size=64)
+    many = perturbx.Occlusion(window=4, stride=4).explain_many(counting, np.repeat(images, 4, axis=0))
+    assert sum(counting.calls) == sum(e.n_queries for e in many) == 20 * 17
+    assert counting.calls[0] == 20                                  # every reference query in one call
+    assert all(c == 64 for c in counting.calls[1:-1])               # then full batches of perturbations
+    alone = CountingCallable(model, batch_size=64)
+    perturbx.Occlusion(window=4, stride=4).explain(alone, images[0])
+    assert alone.calls == [1, 16]
+
+
+def test_gradient_methods_and_targets_of_other_kinds(rng):
+    torch = pytest.importorskip("torch")
+    from perturbx import gradients
+    from perturbx.adapters import Torch
+    from perturbx.targets import Region
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh()).eval()
+    xs = rng.random((3, 3, 12, 12), dtype=np.float32)
+    mask = np.zeros((12, 12), bool)
+    mask[3:8, 4:9] = True
+    targets = [Region(mask, c) for c in (0, 1, 3)]
+    for explainer in (gradients.Saliency(), perturbx.RISE(n_masks=120, grid_size=3, random_state=0)):
+        many = explainer.explain_many(Torch(net, batch_size=50), xs, targets)
+        for x, t, e in zip(xs, targets, many, strict=True):
+            np.testing.assert_allclose(e.attributions, explainer.explain(Torch(net, batch_size=50), x, t).attributions,
+                                       rtol=1e-5, atol=1e-7)
+
+
+def test_memory_does_not_grow_with_the_number_of_samples(rng):
+    w = rng.normal(size=(2, 3, 32, 32))
+    f = lambda b: np.asarray(b, np.float64).reshape(len(b), -1) @ w.reshape(2, -1).T  # noqa: E731
+    rise = perturbx.RISE(n_masks=2000, random_state=0)
+
+    def peak(n: int) -> int:
+        xs = rng.random((n, 3, 32, 32), dtype=np.float32)
+        tracemalloc.start()
+        out = rise.explain_many(Callable(f, batch_size=64), xs, [0] * n)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(out) == n
+        return top
+
+    results_per_sample = 3 * 32 * 32 * 4 + 32 * 32 * 8 * 2   # the input kept, the map and the run's estimate
+    small, large = peak(2), peak(10)
+    assert large - small < 8 * results_per_sample + 4 * 2 ** 20, (small, large)
+
+
+def test_a_generator_seed_explains_in_order_as_successive_calls(model, images):
+    a = perturbx.RISE(n_masks=100, grid_size=4, random_state=np.random.default_rng(7)).explain_many(
+        Callable(model), images[:3])
+    rng = np.random.default_rng(7)
+    b = [perturbx.RISE(n_masks=100, grid_size=4, random_state=rng).explain(Callable(model), x) for x in images[:3]]
+    for e, f in zip(a, b, strict=True):
+        np.testing.assert_array_equal(e.attributions, f.attributions)
+
+
+def test_bad_arguments(model, images):
+    rise = perturbx.RISE(n_masks=10)
+    with pytest.raises(ValueError, match="one target per sample \\(5\\). Got 2"):
+        rise.explain_many(Callable(model), images, targets=[0, 1])
+    with pytest.raises(ValueError, match="'X' argument of explain_many is empty"):
+        rise.explain_many(Callable(model), [])
+    with pytest.raises(TypeError, match="'X' argument of explain_many must be an array"):
+        rise.explain_many(Callable(model), 3)
+    assert isinstance(Callable(model), Adapter)
