@@ -158,7 +158,7 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
                     backend: str | None = None, target: int | Sequence[int] | None = None,
                     labels: Sequence[int] | None = None, loader: Callable[[Path], np.ndarray] | None = None,
                     on_error: str = "raise", overwrite: bool = False, progress: bool | None = None,
-                    ) -> DatasetResults:
+                    images_per_task: int = 8) -> DatasetResults:
     """Explain every image, writing each result to ``out`` as soon as it is finished.
 
     Parameters
@@ -181,10 +181,11 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
         joblib backend: None (loky processes when ``n_jobs > 1``), ``"threading"`` (one
         process, e.g. the one that owns the GPU), ``"dask"`` (needs a ``distributed.Client``)
         or any registered backend such as ``"ray"``.
-    target : int, sequence of int or None
-        Class(es) explained for every image (None: each image's top class).
-    labels : sequence of int, optional
-        One class per image instead of ``target`` (for example the ground-truth labels).
+    target : int, sequence of int, a :mod:`perturbx.targets` target, or None
+        What is explained for every image (None: each image's top class).
+    labels : sequence, optional
+        One target per image instead of ``target``: class indices (for example the
+        ground-truth labels) or :mod:`perturbx.targets` targets (a box per image).
     loader : callable, optional
         ``loader(path) -> sample`` in the model's layout, for files.
     on_error : {"raise", "skip"}, default "raise"
@@ -194,6 +195,10 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
         Delete earlier results in ``out`` (only perturbx's files) instead of resuming.
     progress : bool or None
         Show a progress bar over images (None: only on a terminal).
+    images_per_task : int, default 8
+        Images a task explains together with ``explainer.explain_many`` (their perturbations
+        share model batches; the results equal one ``explain`` per image). Results are
+        written, and a resumed run restarts, a task at a time; 1 explains image by image.
 
     Returns
     -------
@@ -204,6 +209,7 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
 
     _check_explainer(explainer)
     n_jobs = check_int(n_jobs, "n_jobs", "explain_dataset")
+    per_task = check_int(images_per_task, "images_per_task", "explain_dataset")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"The 'on_error' parameter of explain_dataset must be 'raise' or 'skip'. Got {on_error!r}.")
     items = _items(images, target, labels)
@@ -213,25 +219,27 @@ def explain_dataset(explainer, model, images, out: str | os.PathLike, *, n_jobs:
     spec = _LoadSpec(loader, _layout_of(model))
     from tqdm.auto import tqdm
 
-    with _results(explainer, model, todo, spec, on_error, n_jobs, backend) as results, \
+    blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+    with _results(explainer, model, blocks, spec, on_error, n_jobs, backend) as results, \
             tqdm(total=len(todo), desc="explain_dataset", unit="image", disable=not progress_enabled(progress)) as bar:
-        for record in results:
-            store.record(record)
-            bar.update(1)
+        for records in results:
+            for record in records:
+                store.record(record)
+            bar.update(len(records))
     return DatasetResults(out)
 
 
 @contextmanager
-def _results(explainer, model, todo, spec, on_error: str, n_jobs: int, backend: str | None):
-    """Records of the finished items, in the order they finish."""
+def _results(explainer, model, blocks, spec, on_error: str, n_jobs: int, backend: str | None):
+    """The records of each finished block of items, in the order the blocks finish."""
     if n_jobs == 1 and backend is None:
-        yield (_explain_item(explainer, model, it, spec, on_error) for it in todo)
+        yield (_explain_block(explainer, model, b, spec, on_error) for b in blocks)
         return
     from joblib import Parallel, delayed, parallel_config
 
     threads = worker_threads(n_jobs, backend)
     per_task = None if backend == "threading" else threads  # threads of this process are pinned here, once
-    tasks = (delayed(_explain_item)(explainer, model, it, spec, on_error, per_task) for it in todo)
+    tasks = (delayed(_explain_block)(explainer, model, b, spec, on_error, per_task) for b in blocks)
     if backend is None:
         yield Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
         return
@@ -290,16 +298,20 @@ def _file_name(item_id: str) -> str:
 
 
 def _targets(target, labels, n: int) -> list[Any]:
+    from .targets import Target
+
     if labels is None:
         return [target] * n
     if target is not None:
         raise ValueError("explain_dataset takes either target= (the same for every image) or labels= (one per "
                          "image), not both.")
-    arr = np.asarray(labels)
-    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"The 'labels' parameter of explain_dataset must hold one int per image ({n}). "
-                         f"Got shape {arr.shape} and dtype {arr.dtype}.")
-    return [int(v) for v in arr]
+    items = list(labels) if not isinstance(labels, (str, bytes)) else []
+    ints = [isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items]
+    if len(items) != n or not all(i or isinstance(v, Target) for i, v in zip(ints, items, strict=True)):
+        raise ValueError(f"The 'labels' parameter of explain_dataset must hold one class index or perturbx.targets "
+                         f"target per image ({n}). Got {len(items)} items of types "
+                         f"{sorted({type(v).__name__ for v in items})}.")
+    return [int(v) if i else v for v, i in zip(items, ints, strict=True)]
 
 
 def _check_explainer(explainer) -> None:
@@ -331,17 +343,44 @@ class _LoadSpec:
         return read_image(source, layout=self.layout)
 
 
-def _explain_item(explainer, model, item: _Item, spec: _LoadSpec, on_error: str, threads: int | None = None) -> dict:
-    """Explain one item (in a worker); ``threads``: torch threads to pin first (:func:`worker_threads`)."""
+def _explain_block(explainer, model, items: list[_Item], spec: _LoadSpec, on_error: str,
+                   threads: int | None = None) -> list[dict]:
+    """Explain a block of items (in a worker) with ``explain_many``; one record per item.
+
+    ``threads``: torch threads to pin first (:func:`worker_threads`). An item that cannot be
+    read, or (with ``on_error="skip"``) a block that fails, is retried item by item so the
+    error lands on the item that caused it.
+    """
+    adapter = model.get() if isinstance(model, WorkerModel) else model
+    _pin_threads(threads)  # after the model is built: a WorkerModel may be the first to import torch
+    loaded, records = [], []
+    for item in items:
+        try:
+            loaded.append((item, spec.load(item.source)))
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            records.append(_error(item, exc))
+    if not loaded:
+        return records
     try:
-        x = spec.load(item.source)
-        adapter = model.get() if isinstance(model, WorkerModel) else model
-        _pin_threads(threads)  # after the model is built: a WorkerModel may be the first to import torch
-        e = explainer.explain(adapter, x, target=item.target)
+        explained = explainer.explain_many(adapter, [x for _, x in loaded], [it.target for it, _ in loaded])
     except Exception as exc:
         if on_error == "raise":
             raise
-        return {"id": item.id, "file": item.file, "error": f"{type(exc).__name__}: {exc}"}
+        if len(loaded) == 1:
+            return [*records, _error(loaded[0][0], exc)]
+        for item, _ in loaded:  # which one failed: again one at a time
+            records += _explain_block(explainer, model, [item], spec, on_error)
+        return records
+    return records + [_record(it, x, e) for (it, x), e in zip(loaded, explained, strict=True)]
+
+
+def _error(item: _Item, exc: BaseException) -> dict:
+    return {"id": item.id, "file": item.file, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _record(item: _Item, x: np.ndarray, e) -> dict:
     arrays = {"attributions": np.asarray(e.attributions), "targets": np.asarray(e.targets),
               "scores": np.asarray(e.scores)}
     arrays.update({f"extra_{k}": np.asarray(v) for k, v in e.extras.items() if isinstance(v, np.ndarray)})
