@@ -233,11 +233,15 @@ class Comparison:
 
         return save_figures(self, folder, n_images=n_images, grid=grid, curves=curves)
 
-    def to_html(self, path: str | Path, *, title: str = "perturbx comparison", n_images: int | None = 8) -> Path:
-        """One self-contained HTML file (:func:`perturbx.report.write_html`); needs matplotlib and jinja2."""
+    def to_html(self, path: str | Path, *, title: str = "perturbx comparison", n_images: int | None = 8,
+                extra_figures: Sequence[tuple[str, bytes]] = ()) -> Path:
+        """One self-contained HTML file (:func:`perturbx.report.write_html`); needs matplotlib and jinja2.
+
+        ``extra_figures``: (title, PNG bytes) pairs added as sections, e.g. feature visualisations.
+        """
         from .report import write_html
 
-        return write_html(self, path, title=title, n_images=n_images)
+        return write_html(self, path, title=title, n_images=n_images, extra_figures=extra_figures)
 
 
 def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,

@@ -278,3 +278,30 @@ def test_compare_explains_a_detection_per_image_and_reports_it(tmp_path):
     assert "label 1 at (18, 14, 28, 26)" in page
     with pytest.raises(ValueError, match="compare explains one scalar per image, but target Detection"):
         compare(Callable(toy_detector), xs[:1], [Occlusion(window=8, stride=4)], targets=Detection(min_score=0.0))
+
+
+def test_extra_figures_join_the_report(tmp_path):
+    """Feature visualisations (or any PNG) become titled sections of the page and files of the folder."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from perturbx.report import write_outputs
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    xs = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    model = Callable(lambda b: b.reshape(len(b), 3, -1).mean(-1))
+    comp = compare(model, xs, [Occlusion(window=8, stride=8)], metrics=[])
+    files = write_outputs(comp, tmp_path, extra_figures=[("Class models (perturbx.visualize)", buf.getvalue())])
+    assert tmp_path / "figure-1.png" in files and (tmp_path / "figure-1.png").read_bytes() == buf.getvalue()
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Class models (perturbx.visualize)</h2>" in page and page.count("data:image/png;base64") >= 3
+    with pytest.raises(ValueError, match="'extra_figures' argument must be \\(title, PNG bytes\\) pairs"):
+        comp.to_html(tmp_path / "x.html", extra_figures=[("no png", b"GIF89a")])

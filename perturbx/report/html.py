@@ -8,6 +8,7 @@ decides the layout, ``report.css`` the look. Everything is escaped by jinja2.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def _environment():
 
 
 def write_html(comp: Comparison, path: str | Path, *, title: str = "perturbx comparison",
-               n_images: int | None = 8) -> Path:
+               n_images: int | None = 8, extra_figures: Sequence[tuple[str, bytes]] = ()) -> Path:
     """Write the report of ``comp`` to ``path``: one HTML file, figures embedded as PNG, no scripts.
 
     Parameters
@@ -67,6 +68,9 @@ def write_html(comp: Comparison, path: str | Path, *, title: str = "perturbx com
     title : str
     n_images : int or None, default 8
         Images whose maps are shown (the first ones; None: all). The tables cover all.
+    extra_figures : sequence of (title, PNG bytes)
+        More figures, one titled section each after the curves: for example the class models
+        of :func:`perturbx.visualize.class_models` (``("Class models", vis.to_png())``).
 
     Returns
     -------
@@ -74,8 +78,9 @@ def write_html(comp: Comparison, path: str | Path, *, title: str = "perturbx com
     """
     path = Path(path)
     env = _environment()
+    extras = [{"title": str(t), "uri": _uri(png)} for t, png in _checked_figures(extra_figures)]
     page = env.get_template("report.html.j2").render(**context(comp, title=title, n_images=n_images),
-                                                     css=env.get_template("report.css").render())
+                                                     extra_figures=extras, css=env.get_template("report.css").render())
     path.write_text(page, encoding="utf-8")
     return path
 
@@ -102,6 +107,16 @@ def context(comp: Comparison, *, title: str, n_images: int | None) -> dict[str, 
                           indent=1, default=str),
         "versions": comp.versions,
     }
+
+
+def _checked_figures(figures: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    out = list(figures)
+    for item in out:
+        ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (bytes, bytearray))
+        if not ok or not bytes(item[1]).startswith(b"\x89PNG"):
+            raise ValueError(f"The 'extra_figures' argument must be (title, PNG bytes) pairs, e.g. "
+                             f"('Class models', vis.to_png()). Got {type(item).__name__}.")
+    return out
 
 
 def _uri(png: bytes) -> str:

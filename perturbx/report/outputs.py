@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from perturbx.compare import Comparison
@@ -20,7 +21,7 @@ OUTPUT_FILES = {
 
 
 def write_outputs(comp: Comparison, folder: str | Path, *, title: str = "perturbx comparison",
-                  n_images: int | None = None) -> list[Path]:
+                  n_images: int | None = None, extra_figures: Sequence[tuple[str, bytes]] = ()) -> list[Path]:
     """Write :data:`OUTPUT_FILES` into ``folder`` (created); the CSV and markdown files first.
 
     Parameters
@@ -31,6 +32,8 @@ def write_outputs(comp: Comparison, folder: str | Path, *, title: str = "perturb
         Title of ``report.md`` and ``report.html``.
     n_images : int or None, default None
         Images drawn in ``maps.png`` and the HTML maps (the first ones; None: all).
+    extra_figures : sequence of (title, PNG bytes)
+        Added to the page (see :func:`perturbx.report.write_html`) and written as ``figure-<k>.png``.
 
     Returns
     -------
@@ -48,5 +51,8 @@ def write_outputs(comp: Comparison, folder: str | Path, *, title: str = "perturb
     (folder / "report.md").write_text(f"# {title}\n\n" + comp.to_markdown(per_image=True), encoding="utf-8")
     out.append(folder / "report.md")
     out += comp.save_figures(folder, n_images=n_images, grid="maps.png", curves="curves.png")
-    out.append(comp.to_html(folder / "report.html", title=title, n_images=n_images))
+    for k, (_title, png) in enumerate(extra_figures, start=1):
+        (folder / f"figure-{k}.png").write_bytes(png)
+        out.append(folder / f"figure-{k}.png")
+    out.append(comp.to_html(folder / "report.html", title=title, n_images=n_images, extra_figures=extra_figures))
     return out
