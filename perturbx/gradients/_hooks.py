@@ -43,10 +43,14 @@ def _some_names(named: dict[str, nn.Module], limit: int = 8) -> str:
 
 
 class LayerRecord:
-    """Outputs of one layer during the forward passes inside :func:`capture_layer`."""
+    """Outputs of one layer during the forward passes inside :func:`capture_layer`.
 
-    def __init__(self, name: str) -> None:
+    ``spatial`` (default): the output must be ``(N, C, h, w)``; otherwise any tensor.
+    """
+
+    def __init__(self, name: str, spatial: bool = True) -> None:
         self.name = name
+        self.spatial = spatial
         self.outputs: list[torch.Tensor] = []
 
     def take(self) -> torch.Tensor:
@@ -56,7 +60,10 @@ class LayerRecord:
             raise ValueError(f"Layer {self.name!r} ran {len(outputs)} times in one forward pass; "
                              f"gradient methods need a layer that runs exactly once. Pick another layer.")
         out = outputs[0]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        if not isinstance(out, torch.Tensor) and not self.spatial:
+            raise ValueError(f"Layer {self.name!r} returned a {type(out).__name__}; gradient methods need a layer "
+                             f"that returns one tensor. Pick another layer.")
+        if self.spatial and (not isinstance(out, torch.Tensor) or out.ndim != 4):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"Layer {self.name!r} returned {shape}; class activation maps need a layer "
                              f"with a 4-D output (N, C, h, w), such as a convolution or a residual block.")
@@ -64,13 +71,14 @@ class LayerRecord:
 
 
 @contextmanager
-def capture_layer(layer: nn.Module, name: str) -> Iterator[LayerRecord]:
+def capture_layer(layer: nn.Module, name: str, spatial: bool = True) -> Iterator[LayerRecord]:
     """Record ``layer``'s output during each forward pass run inside the block.
 
     The rest of the network gets a clone, so in-place operations after the layer
     (``ReLU(inplace=True)``) leave the recorded tensor, and its gradient, intact.
+    ``spatial``: the output must be ``(N, C, h, w)`` (see :class:`LayerRecord`).
     """
-    record = LayerRecord(name)
+    record = LayerRecord(name, spatial)
 
     def hook(_module, _inputs, output):
         record.outputs.append(output)

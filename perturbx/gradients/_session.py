@@ -10,7 +10,7 @@ the method. Every forward row is counted in ``adapter.n_queries``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,9 @@ class Chunk:
 
     ``rows`` (n, *sample_shape) are the inputs; ``grad`` is the gradient of each row's
     target score with respect to ``rows``, or to the layer output ``act`` (n, C, h, w)
-    when a layer was captured (``act`` is None otherwise).
+    when a layer was captured (``act`` is None otherwise). ``neuron_grad`` (n, *sample_shape)
+    is the gradient of the selected neuron of ``act`` with respect to ``rows`` when a
+    neuron was asked for. With ``rows_per_item = k``, items ``lo:hi`` own ``k (hi - lo)`` rows.
     """
 
     lo: int
@@ -49,6 +51,7 @@ class Chunk:
     rows: torch.Tensor
     grad: torch.Tensor
     act: torch.Tensor | None = None
+    neuron_grad: torch.Tensor | None = None
 
 
 class Session:
@@ -62,6 +65,8 @@ class Session:
     reference : ndarray (T,), the target's scalars for ``x``
     n_targets : int, ``T``
     memo : dict, per-call values a method keeps between its steps
+    create_graph : bool, False unless a caller differentiates the attributions themselves
+        (:mod:`perturbx.metrics.trust`); then rows keep their graph to the sample
     """
 
     def __init__(self, adapter: Torch, x: np.ndarray, target: Target, reference: np.ndarray) -> None:
@@ -74,6 +79,8 @@ class Session:
         self.reference = np.asarray(reference, dtype=np.float64)
         self.n_targets = len(self.reference)
         self.memo: dict[str, Any] = {}
+        #: keep the autograd graph of the attributions (second-order use: attacks on the map)
+        self.create_graph = False
 
     def values_of(self, batch: torch.Tensor) -> np.ndarray:
         """The target's scalars ``(n, T)`` of a batch without autograd (counted as queries)."""
@@ -92,38 +99,72 @@ class Session:
 def run_gradients(session: Session, n_rows: int, make_rows: Callable[[int, int], torch.Tensor],
                   target_index: torch.Tensor, consume: Callable[[Chunk], None], *,
                   layer: tuple[torch.nn.Module, str] | None = None,
-                  relu_rule: ReluRule | None = None, batch_size: int | None = None) -> None:
-    """Gradients of ``n_rows`` rows, ``batch_size`` (default: the adapter's) rows per backward pass.
+                  relu_rule: ReluRule | None = None, batch_size: int | None = None,
+                  hooks: Callable[[], AbstractContextManager] | None = None, rows_per_item: int = 1,
+                  seed_with_value: bool = False,
+                  neuron: Callable[[torch.Tensor], torch.Tensor] | None = None, spatial_layer: bool = True) -> None:
+    """Gradients of ``n_rows`` items, ``batch_size`` (default: the adapter's) rows per backward pass.
 
     Parameters
     ----------
     session : Session
     n_rows : int
-    make_rows : callable (lo, hi) -> Tensor (hi - lo, *sample_shape)
-        Builds rows ``lo:hi`` on the device.
+        Items to differentiate (rows, or groups of ``rows_per_item`` rows).
+    make_rows : callable (lo, hi) -> Tensor (rows_per_item * (hi - lo), *sample_shape)
+        Builds the rows of items ``lo:hi`` on the device (for ``rows_per_item = k``: ``k``
+        blocks of ``hi - lo`` rows, each block in item order).
     target_index : LongTensor (n_rows,)
-        For each row, the position among the target's ``T`` scalars of the one to differentiate.
+        For each item, the position among the target's ``T`` scalars of the one to
+        differentiate (every row of an item differentiates the same one).
     consume : callable (Chunk) -> None
         Receives each chunk's gradients.
     layer : (module, name), optional
         Differentiate with respect to this layer's output instead of the rows.
     relu_rule : optional
         Rewrite ReLU gradients with this rule while the loop runs.
+    hooks : callable () -> context manager, optional
+        Entered around the loop: a method's own backward rules (DeepLIFT, LRP).
+    rows_per_item : int, default 1
+        Rows each item owns in one forward pass (DeepLIFT: the input and its reference).
+    seed_with_value : bool, default False
+        Start the backward pass from each row's target value instead of 1 (LRP's
+        relevance at the output is the score itself).
+    neuron : callable (act) -> Tensor (n,), optional
+        With ``layer``: also the gradient of ``neuron(act)`` with respect to the rows
+        (neuron conductance), from the same forward pass.
+    spatial_layer : bool, default True
+        The layer's output must be ``(N, C, h, w)``; False accepts any tensor.
     """
-    step = batch_size or session.adapter.batch_size
-    with ExitStack() as hooks:
-        record = hooks.enter_context(capture_layer(*layer)) if layer is not None else None
+    step = max(1, (batch_size or session.adapter.batch_size) // rows_per_item)
+    with ExitStack() as stack:
+        record = stack.enter_context(capture_layer(*layer, spatial_layer)) if layer is not None else None
         if relu_rule is not None:
-            hooks.enter_context(modified_relu_gradients(session.module, relu_rule))
+            stack.enter_context(modified_relu_gradients(session.module, relu_rule))
+        if hooks is not None:
+            stack.enter_context(hooks())
         for lo in range(0, n_rows, step):
             hi = min(lo + step, n_rows)
-            rows = make_rows(lo, hi).detach().requires_grad_(True)
+            rows = make_rows(lo, hi)
+            rows = rows if session.create_graph and rows.requires_grad else rows.detach().requires_grad_(True)
             values = session.forward(rows)
-            selected = values.gather(1, target_index[lo:hi, None].to(values.device)).sum()
-            if record is None:
-                (grad,) = torch.autograd.grad(selected, rows)
-                consume(Chunk(lo, hi, rows.detach(), grad))
-            else:
-                act = record.take()
-                (grad,) = torch.autograd.grad(selected, act)
-                consume(Chunk(lo, hi, rows.detach(), grad, act.detach()))
+            index = target_index[lo:hi].to(values.device).repeat(rows_per_item)
+            picked = values.gather(1, index[:, None])
+            selected = (picked * picked.detach()).sum() if seed_with_value else picked.sum()
+            _differentiate(session, Chunk(lo, hi, rows, rows), selected, record, neuron, consume)
+
+
+def _differentiate(session: Session, chunk: Chunk, selected: torch.Tensor, record, neuron, consume) -> None:
+    """One backward pass of a chunk (two with a neuron), handed to ``consume``."""
+    graph = session.create_graph
+    rows = chunk.rows
+    if record is None:
+        (grad,) = torch.autograd.grad(selected, rows, create_graph=graph)
+        consume(Chunk(chunk.lo, chunk.hi, rows if graph else rows.detach(), grad))
+        return
+    act = record.take()
+    (grad,) = torch.autograd.grad(selected, act, create_graph=graph, retain_graph=neuron is not None or graph)
+    neuron_grad = None
+    if neuron is not None:
+        (neuron_grad,) = torch.autograd.grad(neuron(act).sum(), rows, create_graph=graph)
+    consume(Chunk(chunk.lo, chunk.hi, rows if graph else rows.detach(), grad, act if graph else act.detach(),
+                  neuron_grad))
