@@ -26,7 +26,7 @@ import numpy as np
 from .adapters import as_adapter
 from .explanation import Explanation, _display_image
 from .metrics.faithfulness import Curve
-from .metrics.specs import Case, MetricSpec, direction, resolve_metrics
+from .metrics.specs import ZERO_BEST, Case, MetricSpec, direction, resolve_metrics
 
 __all__ = ["CONFIDENCE", "NEGLIGIBLE", "N_RESAMPLES", "Comparison", "MapScale", "compare", "mean_interval"]
 
@@ -164,7 +164,7 @@ class Comparison:
         sign = direction(column)
         if not sign or len(summary) < 2:
             return []
-        key = abs if column == "randomization_spearman" else float
+        key = abs if column in ZERO_BEST else float
         values = {row["method"]: key(row[column]) for row in summary if np.isfinite(row[column])}
         if not values:
             return []
@@ -501,7 +501,10 @@ def _assemble(results, xs, masks, adapter, named, specs, class_names, call: dict
     images = np.stack([_display_image(x, adapter.layout.name) for x in xs]).astype(np.float32)
     params = {"compare": call, "model": repr(adapter),
               "explainers": {m: {"class": type(e).__name__, **_plain(_get_params(e))} for m, e in named.items()},
-              "metrics": {s.name: _plain(s.params()) for s in specs}}
+              "metrics": {s.name: _plain(s.params()) for s in specs},
+              "columns": {**{c: {"group": getattr(s, "group", ""), "guide": getattr(s, "guide", "")}
+                             for s in specs for c in s.columns},
+                          **{c: {"group": "cost", "guide": ""} for c in COST_COLUMNS}}}
     scores = np.array([item[3] for item in per_image], dtype=np.float64)
     return Comparison(rows, methods, columns, maps, images, masks, curves, params, library_versions(),
                       list(class_names) if class_names is not None else None, scores,

@@ -99,7 +99,7 @@ def context(comp: Comparison, *, title: str, n_images: int | None) -> dict[str, 
         "summary": _summary(comp), "images": [_image(comp, i) for i in range(shown)],
         "colourbar": colourbar_css(), "has_truth": comp.ground_truth is not None,
         "curves": None if curves is None else _uri(curves),
-        "definitions": [(c, DEFINITIONS[c]) for c in comp.columns if c in DEFINITIONS],
+        "definitions": _definitions(comp), "groups": _group_spans(comp),
         "rows": _rows(comp), "notes": dict(comp.params.get("notes", {})),
         "explainers": _json_rows(comp.params.get("explainers", {})),
         "metrics": _json_rows(comp.params.get("metrics", {})),
@@ -123,6 +123,34 @@ def _uri(png: bytes) -> str:
     import base64
 
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _column_info(comp: Comparison) -> dict[str, dict[str, str]]:
+    return comp.params.get("columns", {})
+
+
+def _group_spans(comp: Comparison) -> list[tuple[str, int]]:
+    """(property, number of adjacent summary columns) over the metric and cost columns, for the header."""
+    info, spans = _column_info(comp), []
+    for c in comp.columns:
+        group = info.get(c, {}).get("group", "")
+        if spans and spans[-1][0] == group:
+            spans[-1] = (group, spans[-1][1] + 1)
+        else:
+            spans.append((group, 1))
+    return spans
+
+
+def _definitions(comp: Comparison) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per property (in the order of perturbx.metrics.specs.GROUPS): each column and how to read it."""
+    from perturbx.metrics.specs import GROUPS
+
+    info, by_group = _column_info(comp), {}
+    for c in comp.columns:
+        text = DEFINITIONS.get(c) or info.get(c, {}).get("guide", "")
+        by_group.setdefault(info.get(c, {}).get("group", "") or "other", []).append((c, text))
+    order = [*GROUPS, "cost", "other"]
+    return sorted(by_group.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
 
 
 def _summary(comp: Comparison) -> dict[str, Any]:
