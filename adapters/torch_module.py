@@ -47,6 +47,17 @@ class Torch(Adapter):
         Shape of one sample the module takes (e.g. ``(3, 224, 224)``); when given, inputs of
         another shape are refused before the module runs. Without it, a sample whose shape
         looks like the other channel order is refused; declaring the shape says it is meant.
+    autocast : {None, "bfloat16", "float16"}, default None
+        Run the black-box forward passes under ``torch.autocast`` in that precision (as
+        deployed models often do); outputs are cast back to float32. Maps then differ from
+        float32 ones by the model's own rounding (tests: Pearson > 0.99 for bfloat16).
+    channels_last : bool, default False
+        Keep the module's weights and every batch in ``torch.channels_last`` memory format
+        (faster convolutions on many GPUs and recent CPUs); the same numbers up to rounding.
+    compile : bool or dict, default False
+        Run the black-box forward passes through ``torch.compile(module, **options)``
+        (compiled on the first call, which takes seconds to a minute; a dict passes options
+        such as ``{"mode": "max-autotune"}``). Gradient methods use the plain module.
 
     Notes
     -----
@@ -56,7 +67,8 @@ class Torch(Adapter):
     """
 
     def __init__(self, module, *, device=None, batch_size: int = 64, input_layout: str = "CHW",
-                 output: str = "logits", sample_shape: tuple[int, ...] | None = None) -> None:
+                 output: str = "logits", sample_shape: tuple[int, ...] | None = None, autocast: str | None = None,
+                 channels_last: bool = False, compile: bool | dict = False) -> None:
         torch = _torch()
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"Torch adapter needs a torch.nn.Module. Got {type(module).__name__}.")
@@ -67,7 +79,16 @@ class Torch(Adapter):
             first = next(module.parameters(), None)
             device = first.device if first is not None else "cpu"
         self.device = _check_device(torch, device)
+        self.autocast = None if autocast is None else check_choice(autocast, "autocast", "Torch",
+                                                                    ("bfloat16", "float16"))
+        if not isinstance(channels_last, bool) or not isinstance(compile, (bool, dict)):
+            raise TypeError(f"The 'channels_last' parameter of Torch must be True or False and 'compile' True, False "
+                            f"or a dict of torch.compile options. Got {channels_last!r} and {compile!r}.")
+        self.channels_last, self.compile = channels_last, compile
         self.module = module.to(self.device).eval()
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self._compiled = None
         self._backend = TorchBackend(self.device)
 
     @property
@@ -81,7 +102,30 @@ class Torch(Adapter):
     def _forward(self, batch):
         torch = self._backend._torch
         with torch.inference_mode():
-            return self._postprocess(self.module(batch))
+            return self._run(batch)
+
+    def _run(self, batch):
+        """The module's output for a batch (no autograd), with the adapter's precision, layout and compilation."""
+        torch = self._backend._torch
+        if self.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        module = self._compiled_module() if self.compile else self.module
+        if self.autocast is None:
+            return self._postprocess(module(batch))
+        with torch.autocast(device_type=self.device.type, dtype=getattr(torch, self.autocast)):
+            out = module(batch)
+        return self._postprocess(_to_float32(torch, out))
+
+    def _compiled_module(self):
+        if self._compiled is None:
+            options = self.compile if isinstance(self.compile, dict) else {}
+            self._compiled = self._backend._torch.compile(self.module, **options)
+        return self._compiled
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # compiled again where it is used
+        return state
 
     def _postprocess(self, out):
         """The module's output with ``output="probs"`` applied (a 2-D tensor only)."""
@@ -97,7 +141,7 @@ class Torch(Adapter):
             return super().predict_target(batch, target)
         n = int(batch.shape[0])
         with torch.inference_mode():
-            out = self._postprocess(self.module(batch))
+            out = self._run(batch)
             self.n_queries += n
             if not isinstance(out, (torch.Tensor, dict)):
                 return self._evaluate_raw(out, n, target)
@@ -111,7 +155,7 @@ class Torch(Adapter):
             return super().predict_targets(batch, parts)
         torch = self._backend._torch
         with torch.inference_mode():
-            out = self._postprocess(self.module(batch))
+            out = self._run(batch)
             self.n_queries += int(batch.shape[0])
             if not isinstance(out, (torch.Tensor, dict)):
                 raw = self._check_rows(to_numpy_output(out), int(batch.shape[0]))
@@ -163,3 +207,14 @@ def _as_float64(out):
         return {str(k): v.double() for k, v in out.items()}
     return out.double()
 
+
+
+def _to_float32(torch, out):
+    """Tensors of an autocast output (a tensor, a tuple/list or dict of them, per-image dicts) as float32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: _to_float32(torch, v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_float32(torch, v) for v in out)
+    return out
