@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from perturbx._utils import check_choice, check_float, check_int, check_sample_shape
-from perturbx.errors import QueryBudgetError
 
+from ._budget import SharedBudget
 from ._cache import ResponseCache
 from ._http import MalformedResponseError, RemoteError, Transport
 from .base import Adapter
@@ -81,8 +81,10 @@ class Remote(Adapter):
         Folder of an on-disk cache of answers, one entry per input row (keyed by a hash of the
         endpoint and the row), shared by reruns, explainers and processes.
     max_queries : int, optional
-        Most rows this adapter may send to the server over its lifetime (cache hits are free);
-        beyond it :class:`perturbx.QueryBudgetError` is raised before sending.
+        Most rows this adapter may send to the server over its lifetime (cache hits are free),
+        counted once across its copies (``compare(n_jobs=...)`` threads, ``explain_dataset``
+        worker processes on this machine); beyond it :class:`perturbx.QueryBudgetError` is
+        raised before sending.
     request, response : callable, optional
         ``protocol="json"`` only: ``request(batch (n, *sample_shape) float32) -> JSON-able`` and
         ``response(parsed JSON answer) -> scores (n, n_classes)``.
@@ -129,6 +131,7 @@ class Remote(Adapter):
         self._url_secrets = [v for _, v in query if len(v) >= 8]
         self.token_env = _check_token_env(token_env)
         self.max_queries = None if max_queries is None else check_int(max_queries, "max_queries", "Remote")
+        self._budget = None if self.max_queries is None else SharedBudget(self.max_queries, "Remote")
         verify = os.fspath(verify) if isinstance(verify, os.PathLike) else verify
         if not isinstance(verify, (bool, str)):
             raise TypeError(f"The 'verify' parameter of Remote must be True, False or a CA bundle path. "
@@ -215,11 +218,9 @@ class Remote(Adapter):
         return np.stack(rows)
 
     def _reserve(self, n_rows: int) -> None:
+        if self._budget is not None:  # one count for every copy, thread and worker process
+            self._budget.reserve(n_rows)
         with self._lock:
-            if self.max_queries is not None and self.n_sent + n_rows > self.max_queries:
-                raise QueryBudgetError(f"Remote would send {n_rows} more rows but {self.n_sent} of its "
-                                       f"max_queries={self.max_queries} are already used; raise max_queries "
-                                       f"or use cache_dir= to reuse earlier answers.")
             self.n_sent += n_rows
 
     def _map(self, fn, parts: list[np.ndarray]) -> list[np.ndarray]:

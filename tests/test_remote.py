@@ -353,3 +353,25 @@ def test_named_outputs_of_a_detector_and_their_cache(server, tmp_path):
     np.testing.assert_array_equal(again.attributions, e.attributions)
     with pytest.raises(MalformedResponseError, match="without an output named 'masks'"):
         Remote(server.url, "detector", output_name=["boxes", "masks"]).predict_raw(x[None])
+
+
+def test_one_budget_for_every_copy_thread_and_worker_process(mlserver, tmp_path):
+    """max_queries counts the rows every copy of a Remote sends: compare's per-thread copies and
+    explain_dataset's worker processes share it (before, each copy had its own count: n_jobs times over)."""
+    from perturbx import compare
+    from perturbx.dataset_runs import explain_dataset
+
+    url, _, img = mlserver
+    images = np.stack([img, img[:, ::-1].copy(), img[:, :, ::-1].copy(), 1 - img])
+    per_image = 1 + 16                                     # RISE(n_masks=16): the reference query and 16 masks
+    threads = Remote(url, "demo-cnn", batch_size=8, concurrency=1, max_queries=2 * per_image + 4)
+    with pytest.raises(QueryBudgetError, match="by every copy of it"):
+        compare(threads, images, {"rise": RISE(n_masks=16, grid_size=3, random_state=0)}, metrics=[], n_jobs=2,
+                targets=[0, 0, 0, 0])
+    assert threads._budget.used <= 2 * per_image + 4
+    limit = 3 * per_image                                   # three of the four images
+    processes = Remote(url, "demo-cnn", batch_size=8, concurrency=1, max_queries=limit)
+    res = explain_dataset(RISE(n_masks=16, grid_size=3, random_state=0), processes, images, out=tmp_path / "run",
+                          n_jobs=2, images_per_task=1, on_error="skip", target=0)  # loky worker processes
+    assert len(res.done) == 3 and len(res.errors) == 1 and "QueryBudgetError" in next(iter(res.errors.values()))
+    assert processes._budget.used <= limit
