@@ -95,6 +95,18 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gradcampp", "GradCAM++", _GRAD, "GradCAMpp", "gradient", lambda size, seed: {"upsample": "bilinear"}),
     Method("guidedbackprop", "GuidedBackprop", _GRAD, "GuidedBackprop", "gradient", lambda size, seed: {}),
     Method("guidedgradcam", "GuidedGradCAM", _GRAD, "GuidedGradCAM", "gradient", lambda size, seed: {}),
+    Method("deeplift", "DeepLIFT", _GRAD, "DeepLIFT", "gradient", lambda size, seed: {}),
+    Method("deepliftshap", "DeepLIFT-SHAP", _GRAD, "DeepLIFTSHAP", "gradient",
+           lambda size, seed: {"random_state": seed}),
+    Method("gradientshap", "GradientSHAP", _GRAD, "GradientSHAP", "gradient",
+           lambda size, seed: {"n_samples": 32, "random_state": seed}),
+    Method("expected_gradients", "ExpectedGradients", _GRAD, "ExpectedGradients", "gradient",
+           lambda size, seed: {"n_samples": 32, "random_state": seed}),
+    Method("lrp", "LRP", _GRAD, "LRP", "gradient", lambda size, seed: {}),
+    Method("layer_gxa", "LayerGradXAct", _GRAD, "LayerGradientXActivation", "gradient",
+           lambda size, seed: {"upsample": "bilinear"}),
+    Method("layer_conductance", "LayerConductance", _GRAD, "LayerConductance", "gradient",
+           lambda size, seed: {"n_steps": 16, "upsample": "bilinear"}),
 )}
 
 ALIASES = {"kernel_shap": "kernelshap", "shap": "kernelshap", "integrated_gradients": "ig",
@@ -102,7 +114,9 @@ ALIASES = {"kernel_shap": "kernelshap", "shap": "kernelshap", "integrated_gradie
            "input_x_gradient": "inputxgradient", "guided_backprop": "guidedbackprop",
            "meaningful_perturbation": "meaningful", "extremal_perturbation": "extremal",
            "coarse_to_fine": "c2f_occlusion", "coarsetofine": "c2f_occlusion", "hipe": "c2f_occlusion",
-           "d_rise": "drise"}
+           "d_rise": "drise", "deep_lift": "deeplift", "deeplift_shap": "deepliftshap",
+           "gradient_shap": "gradientshap", "expectedgradients": "expected_gradients",
+           "layer_gradient_x_activation": "layer_gxa", "conductance": "layer_conductance"}
 
 
 def canonical_name(name: str) -> str:
