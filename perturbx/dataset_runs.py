@@ -244,7 +244,28 @@ def _results(explainer, model, blocks, spec, on_error: str, n_jobs: int, backend
         yield Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
         return
     with parallel_config(backend=backend, n_jobs=n_jobs), _threads_of_this_process(threads, backend):
-        yield Parallel(return_as="generator_unordered")(tasks)
+        if _streams_results(backend):
+            yield Parallel(return_as="generator_unordered")(tasks)
+        else:  # Ray's joblib backend returns lists only: rounds of tasks, each written as it comes back
+            yield _in_rounds(list(tasks), 4 * n_jobs)
+
+
+def _streams_results(backend: str) -> bool:
+    """Whether joblib's ``backend`` hands results back as they finish (generators); Ray's does not."""
+    from joblib import parallel_config
+    from joblib.parallel import get_active_backend
+
+    with parallel_config(backend=backend):
+        active, _ = get_active_backend()
+    return bool(getattr(active, "supports_return_generator", False))
+
+
+def _in_rounds(tasks: list, size: int):
+    """Run ``tasks`` ``size`` at a time with the active backend; yield each round's results."""
+    from joblib import Parallel
+
+    for start in range(0, len(tasks), size):
+        yield from Parallel(return_as="list")(tasks[start:start + size])
 
 
 # -- items -------------------------------------------------------------------------------------------------

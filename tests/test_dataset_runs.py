@@ -106,6 +106,26 @@ def test_dask_backend_on_a_local_cluster_equals_the_local_run(reference, tmp_pat
     np.testing.assert_allclose(res.attributions(), reference.attributions(), rtol=1e-12, atol=1e-14)
 
 
+def test_ray_backend_equals_the_local_run_and_resumes(reference, tmp_path):
+    """Ray's joblib backend returns lists only: results come back (and are written) a round at a time."""
+    ray = pytest.importorskip("ray")
+    from ray.util.joblib import register_ray
+
+    explainer, model, images = dataset_job.job()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        register_ray()
+        first = explain_dataset(explainer, model, images[:5], out=tmp_path / "ray", n_jobs=2, backend="ray",
+                                images_per_task=2)
+        assert first.complete and len(first) == 5
+        res = explain_dataset(explainer, model, images, out=tmp_path / "ray", n_jobs=2, backend="ray",
+                              images_per_task=2)  # resumes: the first five are not explained again
+    finally:
+        ray.shutdown()
+    assert res.ids == reference.ids and sorted(index_ids(tmp_path / "ray")) == sorted(res.ids)
+    np.testing.assert_allclose(res.attributions(), reference.attributions(), rtol=1e-12, atol=1e-14)
+
+
 def test_loky_processes_and_threads_equal_the_local_run(reference, tmp_path):
     explainer, model, images = dataset_job.job()
     loky = explain_dataset(explainer, model, images, out=tmp_path / "loky", n_jobs=2)
