@@ -124,7 +124,7 @@ def test_token_gradcam_equals_gradcam_by_hand(vit, shapes):
     assert e.layer == "blocks.1.norm1"
     for i, t in enumerate([1, 3]):
         store = {}
-        handle = vit.blocks[1].norm1.register_forward_hook(lambda m, inp, out: store.setdefault("t", out))
+        handle = vit.blocks[1].norm1.register_forward_hook(lambda m, inp, out, store=store: store.setdefault("t", out))
         try:
             out = vit(torch.as_tensor(x)[None])
             (grad,) = torch.autograd.grad(out[0, t], store["t"])

@@ -41,7 +41,7 @@ def import_zennit():
     """zennit, importable even where torchvision is not (see the module docstring)."""
     try:
         import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - ImportError, or RuntimeError from a torchvision built for another torch
+    except Exception:  # ImportError, or RuntimeError from a torchvision built for another torch
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]
         stand_in = {name: types.ModuleType(name) for name in
@@ -196,7 +196,7 @@ def test_relevance_is_conserved_layer_by_layer(case, composite):
     for name, table in layers.items():
         upper, lower = table[:, 0], table[:, 1]
         np.testing.assert_allclose(lower, upper, rtol=1e-4, atol=1e-7, err_msg=name)
-    top = [k for k in layers if k in ("classifier.6", "fc")][0]
+    top = next(k for k in layers if k in ("classifier.6", "fc"))
     np.testing.assert_allclose(layers[top][:, 0], e.scores, rtol=1e-6)      # relevance starts at f_t(x)
     np.testing.assert_allclose(e.raw.reshape(len(targets), -1).sum(1), e.scores, rtol=1e-3)
 
