@@ -35,6 +35,9 @@ class Adapter(ABC):
 
     #: float dtype of the batches the model receives
     dtype = np.float32
+    #: render the next perturbed chunk in a background thread while the model scores this one (worth it when
+    #: the model's time is spent elsewhere: a server, another process, a GPU's queue)
+    overlap_rendering = False
 
     def __init__(self, *, batch_size: int = 64, input_layout: str = "CHW") -> None:
         self.batch_size = check_int(batch_size, "batch_size", type(self).__name__)

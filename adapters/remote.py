@@ -104,6 +104,9 @@ class Remote(Adapter):
         retries made.
     """
 
+    #: the server does the model's work: render the next chunk while waiting for its answer
+    overlap_rendering = True
+
     def __init__(self, url: str, model: str | None = None, *, protocol: str = "v2", batch_size: int = 32,
                  concurrency: int = 8, timeout: float = 30.0, retries: int = 5, input_layout: str = "CHW",
                  sample_shape: tuple[int, ...] | None = None, input_name: str = "input-0",

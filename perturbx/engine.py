@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import sys
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -189,13 +191,12 @@ def run_many(plans: list[Plan], adapter, targets: list[Target | np.ndarray], *,
     streams = [_Stream.open(plan, adapter, target, budget, stopping, desc)
                for plan, target, budget in zip(plans, targets, budgets, strict=True)]
     queue: deque[_Piece] = deque()
-    backend, dtype = adapter.backend, adapter.dtype
-    with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar:
+    with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar, _render_ahead(adapter) as pool:
         while True:
-            _fill(queue, streams, adapter, backend, dtype)
+            _fill(queue, streams, adapter, pool)
             if not queue:
                 break
-            _score_one_batch(queue, adapter, backend)
+            _score_one_batch(queue, adapter, adapter.backend)
             _fold_completed(queue, stopping, bar)
     for s in streams:
         if stopping is not None and s.result.converged is None:
@@ -233,6 +234,14 @@ class _Stream:
         return cls(plan, target, chunks, limit, RunResult(0, stopping),
                    stopping.min_queries if stopping is not None else math.inf)
 
+    def render(self, backend, dtype) -> tuple | None:
+        """The next (chunk, masks, rendered batch), or None at the end of the plan."""
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return None
+        masks = chunk.materialize(backend, dtype)
+        return chunk, masks, self.plan.renderer.render(masks)
+
     def may_pull(self) -> bool:
         """One chunk in flight per plan: a model call never takes two chunks of one plan anyway."""
         return not self.done and self.in_flight == 0
@@ -269,20 +278,53 @@ class _Piece:
         return self.remaining == 0
 
 
-def _fill(queue: deque, streams: list[_Stream], adapter, backend, dtype) -> None:
+class _Ahead:
+    """Renders one chunk ahead in a background thread (one at a time, whichever plan it belongs to)."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None, backend, dtype) -> None:
+        self.pool, self.backend, self.dtype = pool, backend, dtype
+        self.stream: _Stream | None = None
+        self.future = None
+
+    def take(self, stream: _Stream) -> tuple | None:
+        """``stream``'s next rendered chunk (the one rendered ahead if it is this stream's); then render the
+        chunk after it in the background, while the model scores this one."""
+        if self.stream is not None and self.stream.done:  # its plan converged: the chunk ahead is not needed
+            self.future.result()
+            self.stream, self.future = None, None
+        if self.stream is stream:
+            item, self.stream, self.future = self.future.result(), None, None
+        else:
+            item = stream.render(self.backend, self.dtype)
+        if self.pool is not None and item is not None and self.stream is None:
+            self.stream, self.future = stream, self.pool.submit(stream.render, self.backend, self.dtype)
+        return item
+
+
+@contextmanager
+def _render_ahead(adapter):
+    """A one-thread pool that renders the next chunk while the model runs, for adapters that ask for it
+    (``overlap_rendering``: a remote model waits on the network, not on this process's cores)."""
+    if not getattr(adapter, "overlap_rendering", False):
+        yield _Ahead(None, adapter.backend, adapter.dtype)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perturbx-render") as pool:
+        yield _Ahead(pool, adapter.backend, adapter.dtype)
+
+
+def _fill(queue: deque, streams: list[_Stream], adapter, ahead: _Ahead) -> None:
     """Render chunks, round robin over the plans that may take one, until a model batch is waiting."""
     while sum(p.remaining for p in queue) < adapter.batch_size:
         pulled = False
         for s in streams:
             if not s.may_pull():
                 continue
-            chunk = next(s.chunks, None)
-            if chunk is None:
+            item = ahead.take(s)
+            if item is None:
                 s.done = True
                 continue
-            masks = chunk.materialize(backend, dtype)
-            scores = np.empty((chunk.size, s.target.n_outputs))
-            queue.append(_Piece(s, chunk, masks, s.plan.renderer.render(masks), scores))
+            chunk, masks, rendered = item
+            queue.append(_Piece(s, chunk, masks, rendered, np.empty((chunk.size, s.target.n_outputs))))
             s.in_flight += 1
             pulled = True
             if sum(p.remaining for p in queue) >= adapter.batch_size:

@@ -135,3 +135,41 @@ def test_bad_arguments(model, images):
     with pytest.raises(TypeError, match="'X' argument of explain_many must be an array"):
         rise.explain_many(Callable(model), 3)
     assert isinstance(Callable(model), Adapter)
+
+
+def test_rendering_ahead_in_a_thread_gives_the_same_maps(model, images):
+    """overlap_rendering (on for Remote): the next chunk is rendered in a background thread while the model
+    scores this one; the maps are those of rendering in turn."""
+    import threading
+
+    seen = set()
+
+    def recording(b):
+        return model(b)
+
+    class Ahead(Callable):
+        overlap_rendering = True
+
+    rise = perturbx.RISE(n_masks=300, grid_size=4, random_state=3)
+    plain = rise.explain_many(Callable(recording, batch_size=32), images, TARGETS)
+    from perturbx.renderers import BlendRenderer
+
+    original = BlendRenderer.render
+
+    def spy(self, masks):
+        seen.add(threading.current_thread().name.split("_")[0])
+        return original(self, masks)
+
+    BlendRenderer.render = spy
+    try:
+        ahead = rise.explain_many(Ahead(recording, batch_size=32), images, TARGETS)
+        stopping = perturbx.RISE(n_masks=3000, grid_size=4, tolerance=0.2, random_state=3)
+        s_ahead = stopping.explain(Ahead(recording, batch_size=32), images[0], 1)
+    finally:
+        BlendRenderer.render = original
+    for a, b in zip(plain, ahead, strict=True):
+        np.testing.assert_array_equal(a.attributions, b.attributions)
+    s_plain = stopping.explain(Callable(recording, batch_size=32), images[0], 1)
+    np.testing.assert_array_equal(s_ahead.attributions, s_plain.attributions)
+    assert s_ahead.n_queries == s_plain.n_queries
+    assert "perturbx-render" in seen
