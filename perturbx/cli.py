@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
     _compare_parser(sub)
+    _serve_parser(sub)
     sub.add_parser("methods", help="list the methods available in this installation",
                    description="List the method names that --methods accepts here.")
     return parser
@@ -101,6 +102,42 @@ def _compare_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random_state of the sampling methods")
 
 
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve explanations over the Open Inference Protocol (an MLServer runtime)",
+        description="Start MLServer with the perturbx runtime: each CONFIG is an explainer configuration (method, "
+                    "params, target, model: the predictor's url and model name or a local model, limits; see "
+                    "perturbx.serving.config) or a whole model-settings.json. Needs pip install 'perturbx[serve]'.",
+        epilog="Example:\n  perturbx serve explainer.json --port 8081\n  curl -s localhost:8081/v2/models/explainer/"
+               "infer -d '{\"inputs\": [{\"name\": \"image\", \"shape\": [1, 3, 64, 64], \"datatype\": \"FP32\", "
+               "\"data\": [...]}]}'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="explainer configuration(s) or model-settings.json")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 in a container "
+                                                       "(default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="V2 REST port (default: %(default)s)")
+    p.add_argument("--grpc-port", type=int, default=8081, help="V2 gRPC port (default: %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics port (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="MLServer parallel_workers; 0 explains in the server process, in threads "
+                        "(default: %(default)s)")
+    p.add_argument("--workdir", default=None, help="write MLServer's settings here and keep them (default: a "
+                                                   "temporary folder)")
+    p.add_argument("--dry-run", action="store_true", help="write the settings and print the command only")
+
+
+def _run_serve(args) -> int:
+    from .serving import ConfigError
+    from .serving.launcher import LaunchError, serve
+
+    try:
+        return serve(args.configs, host=args.host, http_port=args.port, grpc_port=args.grpc_port,
+                     metrics_port=args.metrics_port, workers=args.workers, workdir=args.workdir,
+                     dry_run=args.dry_run)
+    except (ConfigError, LaunchError) as exc:
+        raise CLIError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``perturbx`` command; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -109,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "methods":
             return _run_methods()
+        if args.command == "serve":
+            return _run_serve(args)
         return _run_compare(args)
     except CLIError as exc:
         print(f"perturbx {args.command}: error: {exc}", file=sys.stderr)
