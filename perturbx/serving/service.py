@@ -122,7 +122,10 @@ class ExplanationService:
         self.explainer_cls = explainer_class(config.method, config.base_dir)
         self.params = self._base_params()
         self.fingerprint = config.fingerprint()
-        parse_target(config.target, f"{WHERE}.target", allow_function=True)  # fails now, not at the first request
+        try:  # fails now, not at the first request
+            parse_target(config.target, f"{WHERE}.target", allow_function=True)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
         try:
             self.slots = [Slot(build_adapter(config)) for _ in range(self.limits.max_concurrency)]
         except (ValueError, TypeError) as exc:
@@ -183,10 +186,10 @@ class ExplanationService:
                 raise ServingError("This explainer's target is fixed by its configuration (allow_request_target is "
                                    "false); send the request without the 'target' parameter.")
             target = parameters["target"]
-        try:
-            parse_target(target, "the request parameter 'target'")
-        except (TypeError, ValueError) as exc:
-            raise ServingError(str(exc)) from None
+            try:
+                parse_target(target, "the request parameter 'target'")
+            except (TypeError, ValueError) as exc:
+                raise ServingError(str(exc)) from None
         cap = self.limits.max_queries
         budget = _request_number(parameters, "max_queries", int, 2, cap)
         deadline = _request_number(parameters, "deadline_s", float, 0.0, self.limits.deadline_s)
@@ -228,14 +231,17 @@ class ExplanationService:
     async def _run(self, x: np.ndarray, options: RequestOptions, deadline: float) -> Answer:
         """Wait for a free slot (or answer 503), then explain in a worker thread until the deadline."""
         if self._free.empty() and self._waiting >= self.limits.max_queue:
-            raise ServingError(f"The explainer is busy: {self.limits.max_concurrency} explanations are running and "
-                               f"{self._waiting} requests are waiting (max_queue={self.limits.max_queue}); retry "
-                               f"later.", 503)
-        self._waiting += 1
-        try:
-            slot = await _until(self._free.get(), deadline)
-        finally:
-            self._waiting -= 1
+            raise ServingError(f"The explainer is busy: all its slots are explaining (max_concurrency="
+                               f"{self.limits.max_concurrency}) and {self._waiting} requests are waiting (max_queue="
+                               f"{self.limits.max_queue}); retry later.", 503)
+        if self._waiting == 0 and not self._free.empty():  # a free slot and nobody before us: take it now
+            slot = self._free.get_nowait()
+        else:
+            self._waiting += 1
+            try:
+                slot = await _until(self._free.get(), deadline)
+            finally:
+                self._waiting -= 1
         slot.deadline = deadline
         work = asyncio.get_running_loop().run_in_executor(self._pool, self._explain_in_thread, slot, x, options)
         work.add_done_callback(lambda done: self._release(slot, done))

@@ -68,11 +68,11 @@ def parse_target(spec: object, where: str, *, allow_function: bool = False) -> o
         return _function_target(kwargs, where, allow_function)
     if kind not in TARGET_KINDS:
         raise ValueError(f"{where} has kind {spec['kind']!r}; the kinds are {[*TARGET_KINDS, 'function']}.")
-    kwargs = {k: (np.asarray(v, dtype=np.float64) if k in _ARRAY_FIELDS and v is not None else v)
-              for k, v in kwargs.items()}
     if kind == "output" and isinstance(kwargs.get("index"), list):
         kwargs["index"] = [tuple(v) if isinstance(v, list) else v for v in kwargs["index"]]
     try:
+        kwargs = {k: (np.asarray(v, dtype=np.float64) if k in _ARRAY_FIELDS and v is not None else v)
+                  for k, v in kwargs.items()}
         return TARGET_KINDS[kind](**kwargs)
     except TypeError as exc:
         raise TypeError(f"{where} ({kind}) has arguments {sorted(kwargs)} that "
