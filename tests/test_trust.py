@@ -114,11 +114,11 @@ def test_input_invariance_errors(demo, rng):
 
 # --- fragility ------------------------------------------------------------------------------------
 
-def test_top_k_intersection_by_hand():
+def test_top_k_overlap_by_hand():
     a = np.array([[5.0, 4.0, 3.0], [2.0, 1.0, 0.0]])
-    assert trust.top_k_intersection(a, a, 2) == 1.0
-    assert trust.top_k_intersection(a, a[::-1, ::-1], 2) == 0.0
-    assert trust.top_k_intersection(a, np.array([[5.0, 0, 3.0], [9.0, 1, 0]]), 2) == 0.5
+    assert trust.top_k_overlap(a, a, 2) == 1.0
+    assert trust.top_k_overlap(a, a[::-1, ::-1], 2) == 0.0
+    assert trust.top_k_overlap(a, np.array([[5.0, 0, 3.0], [9.0, 1, 0]]), 2) == 0.5
 
 
 def test_random_perturbations_stay_in_the_ball_and_keep_the_class(demo):
@@ -241,6 +241,7 @@ def test_specs_fill_their_columns(demo):
     assert row["input_invariance"] == 1.0 and row["input_invariance_error"] < 1e-4
     assert all(np.isfinite(v) for v in row.values())
     assert all(c in trust.DIRECTIONS for spec in specs for c in spec.columns)
+    assert all(spec.guide and spec.group in ("robustness", "randomisation") for spec in trust.TRUST_SPECS)
 
 
 def test_specs_give_nan_where_a_test_does_not_apply(demo):

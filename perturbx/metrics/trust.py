@@ -32,9 +32,9 @@ from ._common import as_map, target_label
 from .sanity import spearman
 from .specs import Case, MetricSpec
 
-__all__ = ["ATTACKS", "DIRECTIONS", "ClassSensitivity", "ClassSensitivityResult", "Fragility", "FragilityResult",
-           "InputInvariance", "InvarianceResult", "class_sensitivity", "fragility", "input_invariance",
-           "shifted_model", "top_k_intersection"]
+__all__ = ["ATTACKS", "DIRECTIONS", "TRUST_SPECS", "ClassSensitivity", "ClassSensitivityResult", "Fragility",
+           "FragilityResult", "InputInvariance", "InvarianceResult", "class_sensitivity", "fragility",
+           "input_invariance", "shifted_model", "top_k_overlap"]
 
 ATTACKS = ("random", "iterative")
 
@@ -210,7 +210,7 @@ def _k(top_k: object, n_pixels: int, owner: str) -> int:
     return max(1, round(top_k * n_pixels))
 
 
-def top_k_intersection(a: np.ndarray, b: np.ndarray, k: int) -> float:
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """Share of the ``k`` largest entries of ``a`` that are also among the ``k`` largest of ``b`` (ties by index)."""
     top_a = np.argsort(-np.ravel(a), kind="stable")[:k]
     top_b = np.argsort(-np.ravel(b), kind="stable")[:k]
@@ -265,7 +265,7 @@ class _Worst:
 
     def score(self, a: np.ndarray, delta: np.ndarray) -> None:
         ref, cur = (np.abs(self.a0), np.abs(a)) if self.absolute else (self.a0, a)
-        inter = top_k_intersection(ref, cur, self.k)
+        inter = top_k_overlap(ref, cur, self.k)
         rho = spearman(ref, cur)
         rho = 1.0 if np.isnan(rho) and np.array_equal(ref, cur) else (0.0 if np.isnan(rho) else rho)
         self.history.append(inter)
@@ -492,6 +492,9 @@ class InputInvariance(MetricSpec):
     tolerance: float = 1e-3
     name = "input_invariance"
     columns = ("input_invariance", "input_invariance_error")
+    group = "robustness"
+    guide = ("1 when the map is the same for the model and a copy computing the same function on inputs shifted by "
+             "-1 (the shift in the first layer's bias), else 0; the error is the map's relative change (lower).")
 
     def __call__(self, case: Case) -> dict[str, float]:
         if _nan_if_not_torch(case):
@@ -513,6 +516,9 @@ class Fragility(MetricSpec):
     random_state: int = 0
     name = "fragility"
     columns = ("fragility_topk", "fragility_spearman", "fragility_topk_attack", "fragility_spearman_attack")
+    group = "robustness"
+    guide = ("Worst share of the top-5% pixels kept, and worst rank correlation, when the input moves by 8/255 "
+             "without changing the class: random signs, then an attack on the map (differentiable methods); higher.")
 
     def __call__(self, case: Case) -> dict[str, float]:
         r = fragility(case.adapter, case.explainer, case.x, case.target, epsilon=self.epsilon, attack="random",
@@ -533,7 +539,14 @@ class ClassSensitivity(MetricSpec):
     absolute: bool = False
     name = "class_sensitivity"
     columns = ("class_sensitivity",)
+    group = "randomisation"
+    guide = ("Rank correlation of the maps of the most and the least likely class; near 1: the map ignores the "
+             "class (guided backprop), lower is better.")
 
     def __call__(self, case: Case) -> dict[str, float]:
         result = class_sensitivity(case.adapter, case.explainer, case.x, absolute=self.absolute)
         return {"class_sensitivity": result.correlation}
+
+
+#: the specs of this module, for :data:`perturbx.metrics.specs.SPECS`
+TRUST_SPECS: tuple[type[MetricSpec], ...] = (InputInvariance, Fragility, ClassSensitivity)
