@@ -1,9 +1,10 @@
 """The explainer runtime in real processes on 127.0.0.1 (issue 21's must-hold list).
 
-One MLServer serves the trained demo CNN from ONNX (the predictor); ``perturbx serve``, a second
-MLServer process running the perturbx runtime from the MLServer venv, serves every explainer
-configuration below. Proxies in this process stand between them where a test needs the
-predictor to fail, to be slow or to ask for a token (tests/servers/fault_proxy.py).
+One MLServer process serves the trained demo CNN from ONNX (the predictor: ``perturbx serve
+predictor/model-settings.json``, the ONNX runtime of tests/servers/mlserver_onnx); a second one,
+``perturbx serve`` with the perturbx runtime, serves every explainer configuration below.
+Proxies in this process stand between them where a test needs the predictor to fail, to be
+slow or to ask for a token (tests/servers/fault_proxy.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from perturbx.adapters import Callable, Remote
 from perturbx.serving.client import post, read_response, request_body
 
 from .servers import serving_models
-from .servers.explainer_process import find_perturbx_serve, serve_explainers
+from .servers.explainer_process import find_perturbx_serve, onnx_predictor, serve_explainers, serve_files
 from .servers.fault_proxy import FaultProxy
-from .servers.mlserver_process import free_port, serve_onnx
+from .servers.mlserver_process import free_port
 
 TOKEN = "tok-serving-5e0c2b9a41d7"        # fake secrets that must never be shown
 WRONG_TOKEN = "wrong-serving-token-8f31c"
@@ -105,7 +106,8 @@ def pair(tmp_path_factory):
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
                       external_data=False, verbose=False, optimize=False)
     with ExitStack() as stack:
-        predictor = stack.enter_context(serve_onnx(path, root / "predictor"))
+        settings = onnx_predictor(path, root / "predictor" / "demo-cnn")  # perturbx serve, as the README does
+        predictor, _ = stack.enter_context(serve_files([settings], root / "predictor"))
         proxies = SimpleNamespace(
             plain=FaultProxy(predictor), flaky=FaultProxy(predictor, fail_rate=0.3),
             slow_deadline=FaultProxy(predictor, delay_s=0.5), slow_busy=FaultProxy(predictor, delay_s=0.5),

@@ -294,10 +294,14 @@ def test_the_launcher_writes_mlservers_repository(tmp_path):
     settings = json.loads((root / "explainer" / "model-settings.json").read_text())
     assert settings["implementation"] == "perturbx.serving.PerturbxRuntime"
     assert settings["parameters"]["extra"]["base_dir"] == str(explainer.parent.resolve())
-    pred = json.loads((root / "demo-cnn" / "model-settings.json").read_text())
-    assert pred["parameters"]["uri"] == str(predictor.parent.resolve() / "model.onnx")
+    assert (root / "demo-cnn").resolve() == predictor.parent.resolve()  # linked: its runtime's code is found there
     server = json.loads((root / "settings.json").read_text())
     assert (server["http_port"], server["parallel_workers"], server["host"]) == (9100, 0, "127.0.0.1")
+    renamed = tmp_path / "pred" / "predictor.json"
+    renamed.write_text(predictor.read_text().replace("demo-cnn", "demo-cnn-2"))
+    write_repository([renamed], root, host="h", http_port=1, grpc_port=2, metrics_port=3, workers=0)
+    pred = json.loads((root / "demo-cnn-2" / "model-settings.json").read_text())
+    assert pred["parameters"]["uri"] == str(predictor.parent.resolve() / "model.onnx")  # copied: uri made absolute
     with pytest.raises(LaunchError, match="Two CONFIGs are named 'explainer'"):
         write_repository([explainer, explainer], root, host="h", http_port=1, grpc_port=2, metrics_port=3, workers=0)
 

@@ -5,7 +5,10 @@ plus an optional ``"name"``; the file's stem by default) or a whole model-settin
 perturbx runtime or of any other MLServer runtime, e.g. the predictor itself). The launcher
 writes an MLServer model repository (``settings.json`` and one ``<name>/model-settings.json``
 per CONFIG) into a temporary folder (or ``--workdir``) and runs ``mlserver start`` on it until
-it is stopped. Relative paths in a CONFIG are taken from the CONFIG's folder.
+it is stopped. Relative paths in a CONFIG are taken from the CONFIG's folder; a CONFIG named
+``model-settings.json`` is linked with its whole folder, so a custom runtime's code beside it
+(``"implementation": "my_runtime.MyModel"``) is found as MLServer finds it there (a whole
+model-settings.json under another name is copied: its runtime must be importable).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def write_repository(configs: list[Path], root: Path, *, host: str, http_port: i
                      metrics_port: int, workers: int) -> list[str]:
     """Write the MLServer repository of ``configs`` into ``root``; returns the model names."""
     names: list[str] = []
+    root.mkdir(parents=True, exist_ok=True)
     for path in configs:
         settings = model_settings(path)
         name = settings["name"]
@@ -64,6 +68,9 @@ def write_repository(configs: list[Path], root: Path, *, host: str, http_port: i
             raise LaunchError(f"Two CONFIGs are named {name!r}; give each a different 'name'.")
         names.append(name)
         folder = root / name
+        if path.name == "model-settings.json":  # its folder as it is: the runtime's code, relative paths
+            folder.symlink_to(path.resolve().parent, target_is_directory=True)
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model-settings.json").write_text(json.dumps(settings, indent=2))
     server = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,

@@ -39,12 +39,10 @@ class PerturbxRuntime(MLModel):
         source = getattr(self._settings, "_source", None)
         config = ServingConfig.from_dict((params.extra if params else None) or {},
                                          base_dir=os.path.dirname(source) if source else None)
-        self._service = ExplanationService(config)
-        model = config.model
-        where = model.get("url") or model.get("path") or model.get("fn") or model.get("factory")
-        logger.info("perturbx explainer %r ready: %s through %s model %s (limits %s)", self.name,
-                    self._service.explainer_cls.__name__, config.model_kind,
-                    redact(str(where), self._service.secrets()), config.limits)
+        self._service = service = ExplanationService(config)
+        adapter = repr(service.slots[0].adapter)  # adapters' reprs leave out tokens, headers and URL queries
+        logger.info("perturbx explainer %r ready: %s through %s, %s", self.name, service.explainer_cls.__name__,
+                    redact(adapter, service.secrets()), config.limits)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
