@@ -108,8 +108,9 @@ def _serve_parser(sub) -> None:
         description="Start MLServer with the perturbx runtime: each CONFIG is an explainer configuration (method, "
                     "params, target, model: the predictor's url and model name or a local model, limits; see "
                     "perturbx.serving.config) or a whole model-settings.json. Needs pip install 'perturbx[serve]'.",
-        epilog="Example:\n  perturbx serve explainer.json --port 8081\n  curl -s localhost:8081/v2/models/explainer/"
-               "infer -d '{\"inputs\": [{\"name\": \"image\", \"shape\": [1, 3, 64, 64], \"datatype\": \"FP32\", "
+        epilog="Example (the predictor on MLServer's default ports 8080-8082):\n  perturbx serve explainer.json "
+               "--port 9080 --grpc-port 9081 --metrics-port 9082\n  curl -s localhost:9080/v2/models/explainer/infer "
+               "-d '{\"inputs\": [{\"name\": \"image\", \"shape\": [1, 3, 64, 64], \"datatype\": \"FP32\", "
                "\"data\": [...]}]}'",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="explainer configuration(s) or model-settings.json")
