@@ -138,7 +138,7 @@ def demo_vit(n_classes: int = 4) -> TinyViT:
 
 
 def train_demo_vit(*, epochs: int = 6, random_state: int = 0, verbose: bool = False) -> tuple[TinyViT, float]:
-    """Train the demo ViT (:func:`demo_vit`) on ``make_shapes`` on the CPU (seconds on an idle machine).
+    """Train the demo ViT (:func:`demo_vit`) on ``make_shapes`` on the CPU (27 s of CPU time with one thread).
 
     The convolutional trunk is the trained demo CNN's (:func:`perturbx.models.load_demo_model`,
     frozen, its features computed once for the 3000 training images of the demo CNN); the
