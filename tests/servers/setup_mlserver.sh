@@ -21,7 +21,7 @@ set -euo pipefail
 VENV="${PERTURBX_MLSERVER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/perturbx/venv-mlserver}"
 PYTHON="${PYTHON:-python3}"
 PINS=(mlserver==1.7.1 onnxruntime==1.31.1 numpy==2.4.6)
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+REPO="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 have_pins() {
     [ -x "$VENV/bin/mlserver" ] || return 1
