@@ -23,6 +23,7 @@ Cost (model queries and seconds) is read from each :class:`~perturbx.Explanation
 (:mod:`perturbx.metrics.specs`).
 """
 
+from . import specs  # noqa: F401  (before trust: specs imports the spec modules, which import it)
 from .axiomatic import CompletenessResult, completeness
 from .complexity import complexity, sparseness
 from .correlation import faithfulness_correlation, faithfulness_estimate, monotonicity
@@ -37,11 +38,53 @@ from .robustness import avg_sensitivity, infidelity, local_lipschitz_estimate, m
 from .sanity import RandomizationResult, model_randomization
 from .stability import relative_input_stability, relative_output_stability, relative_representation_stability
 from .sufficiency import sufficiency
+from .trust import (
+    ClassSensitivityResult,
+    FragilityResult,
+    InvarianceResult,
+    class_sensitivity,
+    fragility,
+    input_invariance,
+)
 
-__all__ = ["CompletenessResult", "Curve", "IrofCurve", "Mosaics", "RandomizationResult", "RoadCurve",
-           "avg_sensitivity", "completeness", "complexity", "deletion", "energy_pointing", "faithfulness_correlation",
-           "faithfulness_estimate", "focus", "infidelity", "insertion", "irof", "local_lipschitz_estimate",
-           "localisation_auc", "make_mosaics", "max_sensitivity", "model_randomization", "monotonicity",
-           "pointing_game", "random_logit", "relative_input_stability", "relative_output_stability",
-           "relative_representation_stability", "relevance_rank_accuracy", "road", "sparseness", "sufficiency",
-           "top_k_intersection"]
+__all__ = [
+    "ClassSensitivityResult",
+    "CompletenessResult",
+    "Curve",
+    "FragilityResult",
+    "InvarianceResult",
+    "IrofCurve",
+    "Mosaics",
+    "RandomizationResult",
+    "RoadCurve",
+    "avg_sensitivity",
+    "class_sensitivity",
+    "completeness",
+    "complexity",
+    "deletion",
+    "energy_pointing",
+    "faithfulness_correlation",
+    "faithfulness_estimate",
+    "focus",
+    "fragility",
+    "infidelity",
+    "input_invariance",
+    "insertion",
+    "irof",
+    "local_lipschitz_estimate",
+    "localisation_auc",
+    "make_mosaics",
+    "max_sensitivity",
+    "model_randomization",
+    "monotonicity",
+    "pointing_game",
+    "random_logit",
+    "relative_input_stability",
+    "relative_output_stability",
+    "relative_representation_stability",
+    "relevance_rank_accuracy",
+    "road",
+    "sparseness",
+    "sufficiency",
+    "top_k_intersection",
+]

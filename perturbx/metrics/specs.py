@@ -231,14 +231,20 @@ class Randomization(MetricSpec):
 
 
 from .specs_more import MORE_SPECS  # noqa: E402  (the new specs subclass MetricSpec above)
+from .trust import DIRECTIONS as TRUST_DIRECTIONS  # noqa: E402  (the trust specs too)
+from .trust import TRUST_SPECS  # noqa: E402
+
+DIRECTIONS.update(TRUST_DIRECTIONS)
 
 SPECS: dict[str, type[MetricSpec]] = {cls.name: cls for cls in (
-    Deletion, Insertion, PointingGame, EnergyPointing, Infidelity, MaxSensitivity, Randomization, *MORE_SPECS)}
+    Deletion, Insertion, PointingGame, EnergyPointing, Infidelity, MaxSensitivity, Randomization, *MORE_SPECS,
+    *TRUST_SPECS)}
 ALIASES = {"pointing": "pointing_game", "energy": "energy_pointing", "sensitivity": "max_sensitivity",
            "sanity": "randomization", "model_randomization": "randomization", "randomisation_test": "randomization",
            "gini": "sparseness", "entropy": "complexity", "auc": "localisation_auc", "lipschitz": "local_lipschitz",
            "ris": "relative_input_stability", "ros": "relative_output_stability",
-           "rrs": "relative_representation_stability", "lerf": "deletion_controls", "random_logit_test": "random_logit"}
+           "rrs": "relative_representation_stability", "lerf": "deletion_controls", "random_logit_test": "random_logit",
+           "invariance": "input_invariance", "class_specificity": "class_sensitivity"}
 #: Group names accepted by resolve_metrics: every spec of the group with its default settings
 GROUP_ALIASES = {"randomization": "randomisation", "localization": "localisation"}
 
