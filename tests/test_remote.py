@@ -373,5 +373,7 @@ def test_one_budget_for_every_copy_thread_and_worker_process(mlserver, tmp_path)
     processes = Remote(url, "demo-cnn", batch_size=8, concurrency=1, max_queries=limit)
     res = explain_dataset(RISE(n_masks=16, grid_size=3, random_state=0), processes, images, out=tmp_path / "run",
                           n_jobs=2, images_per_task=1, on_error="skip", target=0)  # loky worker processes
-    assert len(res.done) == 3 and len(res.errors) == 1 and "QueryBudgetError" in next(iter(res.errors.values()))
+    # two processes draw on one budget at once: the last images may both run out mid-way
+    assert len(res.done) + len(res.errors) == 4 and len(res.done) >= 2 and len(res.errors) >= 1
+    assert all("QueryBudgetError" in message for message in res.errors.values())
     assert processes._budget.used <= limit

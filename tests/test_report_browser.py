@@ -149,7 +149,8 @@ MEASURE = """(async () => {
                flagVisible: flag ? onTop(flag) : false});
   }
   return {decoded, wide, maps, title: document.title, scrollWidth: document.documentElement.scrollWidth, vw,
-          summaryRows: (document.querySelector('table.summary') || {rows: []}).rows.length};
+          summaryRows: document.querySelectorAll('table.summary tr:not(.groups)').length,
+          groupRows: document.querySelectorAll('table.summary tr.groups').length};
 })()"""
 
 
@@ -197,6 +198,7 @@ def test_every_map_is_visible_with_its_scale_at_1400_px_in_chromium(report, tmp_
     assert len(comp.methods) >= 14  # the 13 demo and gradient methods, and the negligible occlusion
     page, png = _measure(path, tmp_path / "profile")
     assert page["title"] == "perturbx comparison" and page["summaryRows"] == 1 + len(comp.methods)
+    assert page["groupRows"] == 1  # the columns grouped by the property they test
     assert page["vw"] <= VIEWPORT and page["scrollWidth"] <= page["vw"], page["scrollWidth"]  # no sideways scroll
     assert page["wide"] == []  # no element reaches past the viewport, the opened per-image table included
     assert all(w > 0 for w in page["decoded"]) and len(page["decoded"]) == 3 * (1 + len(comp.methods)) + 1
