@@ -9,6 +9,7 @@ inputs, whatever the number of perturbations.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from collections import deque
@@ -22,6 +23,7 @@ import numpy as np
 from .errors import QueryBudgetError
 from .estimators.base import Estimator, check_pairing
 from .renderers.base import Renderer
+from .renderers.buffers import BufferPool
 from .samplers.base import Sampler
 from .targets import Class, Target
 
@@ -191,13 +193,15 @@ def run_many(plans: list[Plan], adapter, targets: list[Target | np.ndarray], *,
     streams = [_Stream.open(plan, adapter, target, budget, stopping, desc)
                for plan, target, budget in zip(plans, targets, budgets, strict=True)]
     queue: deque[_Piece] = deque()
-    with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar, _render_ahead(adapter) as pool:
+    buffers = BufferPool()
+    with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar, \
+            _render_ahead(adapter, buffers) as ahead:
         while True:
-            _fill(queue, streams, adapter, pool)
+            _fill(queue, streams, adapter, ahead)
             if not queue:
                 break
-            _score_one_batch(queue, adapter, adapter.backend)
-            _fold_completed(queue, stopping, bar)
+            _score_one_batch(queue, adapter, buffers)
+            _fold_completed(queue, stopping, bar, buffers, adapter)
     for s in streams:
         if stopping is not None and s.result.converged is None:
             s.result.converged = False
@@ -214,6 +218,10 @@ class _Stream:
     limit: int
     result: RunResult
     next_check: float
+    #: masks per chunk; with ``sample_shape``, the rows of the pooled buffer each chunk is rendered into
+    chunk_rows: int = 0
+    #: shape of one rendered sample when the renderer writes into a given buffer (``render(masks, out=)``)
+    sample_shape: tuple[int, ...] | None = None
     in_flight: int = 0
     done: bool = False
 
@@ -230,17 +238,21 @@ class _Stream:
         limit = total if budget is None else min(total, budget)
         if limit < total:  # only with stopping: run the budget's prefix of the (prefix-valid) stream
             plan.sampler.n_total = limit
-        chunks = iter(plan.sampler.chunks(_chunk_size(plan, adapter, stopping)))
+        rows = _chunk_size(plan, adapter, stopping)
+        chunks = iter(plan.sampler.chunks(rows))
         return cls(plan, target, chunks, limit, RunResult(0, stopping),
-                   stopping.min_queries if stopping is not None else math.inf)
+                   stopping.min_queries if stopping is not None else math.inf, rows, _out_shape(plan.renderer))
 
-    def render(self, backend, dtype) -> tuple | None:
-        """The next (chunk, masks, rendered batch), or None at the end of the plan."""
+    def render(self, backend, dtype, buffers: BufferPool) -> tuple | None:
+        """The next (chunk, masks, rendered batch, its pooled buffer or None), or None at the end of the plan."""
         chunk = next(self.chunks, None)
         if chunk is None:
             return None
         masks = chunk.materialize(backend, dtype)
-        return chunk, masks, self.plan.renderer.render(masks)
+        if self.sample_shape is None:
+            return chunk, masks, self.plan.renderer.render(masks), None
+        buf = buffers.take(backend, (self.chunk_rows, *self.sample_shape), dtype)  # the last chunk may be shorter
+        return chunk, masks, self.plan.renderer.render(masks, out=buf[:chunk.size]), buf
 
     def may_pull(self) -> bool:
         """One chunk in flight per plan: a model call never takes two chunks of one plan anyway."""
@@ -266,6 +278,7 @@ class _Piece:
     chunk: object
     masks: object
     rendered: object
+    buffer: object  # the pooled memory ``rendered`` lives in (None: the renderer's own)
     scores: np.ndarray
     scored: int = 0
 
@@ -281,8 +294,8 @@ class _Piece:
 class _Ahead:
     """Renders one chunk ahead in a background thread (one at a time, whichever plan it belongs to)."""
 
-    def __init__(self, pool: ThreadPoolExecutor | None, backend, dtype) -> None:
-        self.pool, self.backend, self.dtype = pool, backend, dtype
+    def __init__(self, pool: ThreadPoolExecutor | None, backend, dtype, buffers: BufferPool) -> None:
+        self.pool, self.backend, self.dtype, self.buffers = pool, backend, dtype, buffers
         self.stream: _Stream | None = None
         self.future = None
 
@@ -290,26 +303,28 @@ class _Ahead:
         """``stream``'s next rendered chunk (the one rendered ahead if it is this stream's); then render the
         chunk after it in the background, while the model scores this one."""
         if self.stream is not None and self.stream.done:  # its plan converged: the chunk ahead is not needed
-            self.future.result()
+            unused = self.future.result()
+            if unused is not None and unused[3] is not None:
+                self.buffers.give(self.backend, unused[3], self.dtype)
             self.stream, self.future = None, None
         if self.stream is stream:
             item, self.stream, self.future = self.future.result(), None, None
         else:
-            item = stream.render(self.backend, self.dtype)
+            item = stream.render(self.backend, self.dtype, self.buffers)
         if self.pool is not None and item is not None and self.stream is None:
-            self.stream, self.future = stream, self.pool.submit(stream.render, self.backend, self.dtype)
+            self.stream, self.future = stream, self.pool.submit(stream.render, self.backend, self.dtype, self.buffers)
         return item
 
 
 @contextmanager
-def _render_ahead(adapter):
+def _render_ahead(adapter, buffers: BufferPool):
     """A one-thread pool that renders the next chunk while the model runs, for adapters that ask for it
     (``overlap_rendering``: a remote model waits on the network, not on this process's cores)."""
     if not getattr(adapter, "overlap_rendering", False):
-        yield _Ahead(None, adapter.backend, adapter.dtype)
+        yield _Ahead(None, adapter.backend, adapter.dtype, buffers)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perturbx-render") as pool:
-        yield _Ahead(pool, adapter.backend, adapter.dtype)
+        yield _Ahead(pool, adapter.backend, adapter.dtype, buffers)
 
 
 def _fill(queue: deque, streams: list[_Stream], adapter, ahead: _Ahead) -> None:
@@ -323,8 +338,8 @@ def _fill(queue: deque, streams: list[_Stream], adapter, ahead: _Ahead) -> None:
             if item is None:
                 s.done = True
                 continue
-            chunk, masks, rendered = item
-            queue.append(_Piece(s, chunk, masks, rendered, np.empty((chunk.size, s.target.n_outputs))))
+            chunk, masks, rendered, buf = item
+            queue.append(_Piece(s, chunk, masks, rendered, buf, np.empty((chunk.size, s.target.n_outputs))))
             s.in_flight += 1
             pulled = True
             if sum(p.remaining for p in queue) >= adapter.batch_size:
@@ -333,32 +348,64 @@ def _fill(queue: deque, streams: list[_Stream], adapter, ahead: _Ahead) -> None:
             return
 
 
-def _fold_completed(queue: deque, stopping: Stopping | None, bar) -> None:
-    """Fold the scored chunks at the head of the queue (a chunk's memory goes with it)."""
+def _fold_completed(queue: deque, stopping: Stopping | None, bar, buffers: BufferPool, adapter) -> None:
+    """Fold the scored chunks at the head of the queue (a chunk's memory goes with it, its buffer to the pool)."""
     while queue and queue[0].complete:
         piece = queue.popleft()
+        if piece.buffer is not None:
+            buffers.give(adapter.backend, piece.buffer, adapter.dtype)
         piece.stream.fold(piece, stopping)
         bar.update(piece.chunk.size)
 
 
-def _score_one_batch(queue: deque, adapter, backend) -> None:
-    """One model call: up to ``batch_size`` rows from the waiting chunks, in order, one chunk per plan."""
-    room, parts, seen = adapter.batch_size, [], set()
+def _score_one_batch(queue: deque, adapter, buffers: BufferPool) -> None:
+    """One model call: up to ``batch_size`` rows from the waiting chunks, in order, one chunk per plan.
+
+    Only chunks whose samples have the shape of the first one's share the call (samples of several
+    sizes are scored in separate calls). Rows of several chunks are copied into one pooled batch, given
+    back once the model has answered: a model must not keep its input batch after the call (perturbx
+    reuses the memory).
+    """
+    room, parts, seen, shape = adapter.batch_size, [], set(), None
     for piece in queue:
         if room == 0:
             break
         if piece.complete or id(piece.stream) in seen:
+            continue
+        if shape is None:
+            shape = tuple(piece.rendered.shape[1:])
+        elif tuple(piece.rendered.shape[1:]) != shape:
             continue
         seen.add(id(piece.stream))
         take = min(room, piece.remaining)
         parts.append((piece, piece.scored, piece.scored + take))
         room -= take
     rows = [p.rendered[lo:hi] for p, lo, hi in parts]
-    batch = rows[0] if len(rows) == 1 else backend.concatenate(rows)
+    joined = None
+    if len(rows) == 1:
+        batch = rows[0]
+    else:
+        joined = buffers.take(adapter.backend, (adapter.batch_size, *shape), adapter.dtype)
+        batch, start = joined[:adapter.batch_size - room], 0
+        for r in rows:
+            batch[start:start + len(r)] = r
+            start += len(r)
     values = adapter.predict_targets(batch, [(p.stream.target, hi - lo) for p, lo, hi in parts])
     for (piece, lo, hi), v in zip(parts, values, strict=True):
         piece.scores[lo:hi] = v
         piece.scored = hi
+    if joined is not None:
+        buffers.give(adapter.backend, joined, adapter.dtype)
+
+
+def _out_shape(renderer) -> tuple[int, ...] | None:
+    """``renderer.sample_shape`` when its ``render`` takes ``out=`` (the engine then renders into pooled memory)."""
+    shape = getattr(renderer, "sample_shape", None)
+    try:
+        takes_out = "out" in inspect.signature(renderer.render).parameters
+    except (TypeError, ValueError):
+        takes_out = False
+    return tuple(shape) if shape is not None and takes_out else None
 
 
 def _chunk_size(plan: Plan, adapter, stopping: Stopping | None) -> int:

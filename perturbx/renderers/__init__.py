@@ -2,5 +2,6 @@
 
 from .base import Renderer
 from .blend import BlendRenderer
+from .buffers import BufferPool
 
-__all__ = ["BlendRenderer", "Renderer"]
+__all__ = ["BlendRenderer", "BufferPool", "Renderer"]

@@ -25,13 +25,29 @@ class BlendRenderer:
         self._delta = backend.asarray((x - baseline)[None], dtype)
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one rendered sample (the engine takes ``out`` buffers of ``(n, *sample_shape)``)."""
+        return tuple(int(s) for s in self._delta.shape[1:])
+
+    @property
     def sample_nbytes(self) -> int:
         """Bytes of one rendered sample (the engine sizes its chunks with it)."""
         return int(np.prod(self._delta.shape[1:])) * np.dtype(self._dtype).itemsize
 
-    def render(self, masks):
-        """Batch ``(n, *sample_shape)`` for keep-masks ``(n, H, W)`` or ``(n, C, H, W)``."""
+    def render(self, masks, out=None):
+        """Batch ``(n, *sample_shape)`` for keep-masks ``(n, H, W)`` or ``(n, C, H, W)``.
+
+        ``out``, an array ``(n, *sample_shape)`` of the batch's dtype on the backend, receives the
+        batch (and is returned); the numbers are the same as without it.
+        """
         masks = self.layout.expand_masks(masks)
         if hasattr(self._base, "addcmul"):  # torch: one fused kernel, no temporary for masks * delta
-            return self._base.addcmul(masks, self._delta)
-        return self._base + masks * self._delta
+            if out is None:
+                return self._base.addcmul(masks, self._delta)
+            import torch
+
+            return torch.addcmul(self._base, masks, self._delta, out=out)
+        if out is None:
+            return self._base + masks * self._delta
+        np.multiply(masks, self._delta, out=out)
+        return np.add(self._base, out, out=out)

@@ -1,0 +1,71 @@
+"""Memory for perturbed batches, reused from one chunk to the next.
+
+A batch of 64 RGB images at 224x224 in float32 is 38.5 MB, more than glibc's largest
+``mmap`` threshold (32 MB): every fresh batch is mapped from the kernel, each of its
+9,400 pages is faulted in (and zeroed) on the first write, and the mapping is returned
+when the batch is freed. On the 2-core machine of ``benchmarks/RESULTS.md`` that made
+rendering a batch three to fifteen times slower than writing into memory already mapped
+(issue 16). The engine therefore renders into buffers from a :class:`BufferPool` and gives
+each back once its chunk's scores are in.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+#: smaller batches are not pooled: malloc serves them from memory it already holds
+MIN_POOLED_BYTES = 1 << 20
+#: free buffers kept at most; more are dropped (the oldest first)
+MAX_FREE = 4
+
+
+class BufferPool:
+    """Reusable arrays for perturbed batches, keyed by backend, device, shape and dtype.
+
+    A buffer taken is the caller's until it is given back; the pool never hands one out
+    twice at a time. It holds at most ``max_free`` free buffers, so it adds at most that
+    many batches to what the caller already keeps alive. Safe to use from the engine's
+    render-ahead thread and the main thread at once.
+
+    Parameters
+    ----------
+    max_free : int, optional
+        Free buffers kept for reuse (default :data:`MAX_FREE`).
+    min_bytes : int, optional
+        Batches smaller than this are allocated fresh every time, never pooled (default
+        :data:`MIN_POOLED_BYTES`).
+    """
+
+    def __init__(self, max_free: int | None = None, min_bytes: int | None = None) -> None:
+        self.max_free = MAX_FREE if max_free is None else int(max_free)
+        self.min_bytes = MIN_POOLED_BYTES if min_bytes is None else int(min_bytes)
+        self._free: list[tuple[tuple, object]] = []
+        self._lock = threading.Lock()
+        #: buffers allocated by this pool (for tests and benchmarks)
+        self.n_allocated = 0
+
+    def take(self, backend, shape: tuple[int, ...], dtype) -> object:
+        """An array of ``shape`` and numpy ``dtype`` on ``backend``, contents undefined (a free one if any)."""
+        shape = tuple(int(s) for s in shape)
+        key = (backend.name, str(backend.device), shape, np.dtype(dtype).name)
+        if math.prod(shape) * np.dtype(dtype).itemsize >= self.min_bytes:
+            with self._lock:
+                for i, (k, buf) in enumerate(self._free):
+                    if k == key:
+                        del self._free[i]
+                        return buf
+        self.n_allocated += 1
+        return backend.zeros(shape, dtype)
+
+    def give(self, backend, buf, dtype) -> None:
+        """Return ``buf``, taken with ``take(backend, buf.shape, dtype)``; the next ``take`` may hand it out."""
+        shape = tuple(int(s) for s in buf.shape)
+        if math.prod(shape) * np.dtype(dtype).itemsize < self.min_bytes:
+            return
+        with self._lock:
+            self._free.append(((backend.name, str(backend.device), shape, np.dtype(dtype).name), buf))
+            if len(self._free) > self.max_free:
+                del self._free[0]
