@@ -353,22 +353,45 @@ class ShapleyKernelSampler:
 
     def _allocation(self, groups: list[SizeGroup], budget: int) -> np.ndarray:
         """Pairs per size group for ``budget`` rows: as ``shap``, enumerate from the outside in, then share."""
-        m = self.segmap.n_segments
+        table = self._group_table(groups)
         n_pairs = np.zeros(len(groups), dtype=np.int64)
         first = 0
-        for i, group in enumerate(groups):  # enumerate size pairs from the outside in while they fit their share
-            share = budget * self._share(group) / sum(self._share(g) for g in groups[i:])
-            if share < group.n_coalitions - 1e-9:
+        for i, (share_i, rest_i, n_coal) in enumerate(table["outside_in"]):  # enumerate while they fit their share
+            share = budget * share_i / rest_i
+            if share < n_coal - 1e-9:
                 break
-            n_pairs[i] = group.n_coalitions // 2
-            budget -= group.n_coalitions
+            n_pairs[i] = n_coal // 2
+            budget -= n_coal
             first = i + 1
         if first < len(groups):
-            rest = groups[first:]
-            caps = np.array([math.comb(m, g.s) // (1 if g.paired else 2) for g in rest])
-            shares = np.array([self._share(g) for g in rest])
+            caps, shares = table["rest"](first)
             n_pairs[first:] = _allocate(budget // 2, shares, np.minimum(caps, budget // 2 + 1))
         return n_pairs
+
+    def _group_table(self, groups: list[SizeGroup]) -> dict:
+        """What :meth:`_allocation` reads of the groups, computed once per sampler (it is called per schedule step).
+
+        The same numbers, summed in the same order, as computing them in each call.
+        """
+        key = tuple(groups)
+        cached = getattr(self, "_table", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        m = self.segmap.n_segments
+        shares = [self._share(g) for g in groups]
+        outside_in = [(shares[i], sum(shares[i:]), g.n_coalitions) for i, g in enumerate(groups)]
+        rest_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def rest(first: int) -> tuple[np.ndarray, np.ndarray]:
+            if first not in rest_cache:
+                tail = groups[first:]
+                rest_cache[first] = (np.array([math.comb(m, g.s) // (1 if g.paired else 2) for g in tail]),
+                                     np.array(shares[first:]))
+            return rest_cache[first]
+
+        table = {"outside_in": outside_in, "rest": rest}
+        self._table = (key, table)
+        return table
 
     def _schedule(self, groups: list[SizeGroup], budget: int, final: np.ndarray) -> list[np.ndarray]:
         """When each stratum's pairs come: pair j of group k is due at the budget whose allocation holds it.

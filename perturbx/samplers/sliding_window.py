@@ -32,15 +32,27 @@ class WindowChunk:
         return len(self.starts)
 
     def materialize(self, backend, dtype):
-        """Keep-masks: 0 inside each window, 1 elsewhere; ``(n, *shape)``."""
-        occluded = None
+        """Keep-masks: 0 inside each window, 1 elsewhere; ``(n, *shape)``.
+
+        The mask is ``1 - prod_axis inside_axis`` (outer product of per-axis 0/1 indicators); the
+        last product and the subtraction are one pass over the full-size masks (exact: 0/1 values).
+        """
+        k = len(self.shape)
+        factors = []
         for axis, (length, win) in enumerate(zip(self.shape, self.window, strict=True)):
             ar = backend.arange(length)
             lo = backend.asarray(self.starts[:, axis, None], dtype=np.int64)
             inside = backend.cast((ar >= lo) & (ar < lo + win), dtype)  # (n, length)
-            view = (slice(None),) + (None,) * axis + (slice(None),) + (None,) * (len(self.shape) - axis - 1)
-            occluded = inside[view] if occluded is None else occluded * inside[view]
-        return 1.0 - occluded
+            factors.append(inside[(slice(None),) + (None,) * axis + (slice(None),) + (None,) * (k - axis - 1)])
+        occluded = factors[0]
+        for f in factors[1:-1]:
+            occluded = occluded * f
+        if k == 1:
+            return 1.0 - occluded
+        if hasattr(occluded, "addcmul"):  # torch: 1 - occluded * last in one kernel
+            return occluded.new_ones(()).addcmul(occluded, factors[-1], value=-1)
+        keep = np.multiply(occluded, factors[-1])
+        return np.subtract(1.0, keep, out=keep)
 
 
 class SlidingWindowSampler:
