@@ -93,6 +93,20 @@ def test_pool_buffers_live_on_the_backend(backend):
     assert type(buf) is type(backend.zeros((1,), np.float32))
 
 
+@pytest.mark.parametrize("backend", backends(), ids=lambda b: b.name)
+@pytest.mark.parametrize("huge", [0, 1 << 40])
+def test_allocated_host_buffers_are_zeroed_writable_arrays_of_the_backend(backend, huge, monkeypatch):
+    """Mapped memory (huge pages advised; ``huge=0`` maps even tiny buffers) or the backend's zeros."""
+    monkeypatch.setattr(buffers_module, "HUGE_PAGE_BYTES", huge)
+    for shape in [(3, 5, 4), (0, 3)]:
+        buf = buffers_module.allocate(backend, shape, np.float32)
+        assert type(buf) is type(backend.zeros((1,), np.float32))
+        host = backend.to_numpy(buf)
+        assert host.shape == shape and host.dtype == np.float32 and not host.any()
+        buf[:] = 2.5
+        assert (backend.to_numpy(buf) == 2.5).all()
+
+
 # ---- BlendRenderer(out=) -----------------------------------------------------------------------------------
 
 
@@ -112,6 +126,20 @@ def test_render_into_out_equals_fresh_render(backend, layout, shape, mask_shape,
     np.testing.assert_array_equal(backend.to_numpy(got), fresh)
     by_hand = base + backend.to_numpy(Layout(layout).expand_masks(masks)) * (x - base)
     np.testing.assert_allclose(fresh, by_hand, rtol=1e-6, atol=1e-6)  # torch fuses the multiply-add
+
+
+@pytest.mark.parametrize("backend", backends(), ids=lambda b: b.name)
+def test_a_strided_baseline_still_renders_contiguous_batches(backend, rng):
+    """A baseline stored channels-last (a superpixel mean) and viewed as CHW: the batch has the right values
+    and is C-contiguous (the renderer keeps contiguous copies, so its reads are not strided)."""
+    x = rng.random((3, 8, 6)).astype(np.float32)
+    base = np.moveaxis(rng.random((8, 6, 3)).astype(np.float32), -1, 0)
+    assert not base.flags.c_contiguous
+    r = BlendRenderer(x, base, Layout("CHW"), backend, np.float32)
+    masks = rng.random((4, 8, 6)).astype(np.float32)
+    batch = r.render(backend.asarray(masks, np.float32))
+    assert (batch.is_contiguous() if hasattr(batch, "is_contiguous") else batch.flags.c_contiguous)
+    np.testing.assert_allclose(backend.to_numpy(batch), base + masks[:, None] * (x - base), rtol=1e-6, atol=1e-6)
 
 
 # ---- the engine --------------------------------------------------------------------------------------------

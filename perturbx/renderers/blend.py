@@ -21,8 +21,10 @@ class BlendRenderer:
 
     def __init__(self, x: np.ndarray, baseline: np.ndarray, layout: Layout, backend, dtype) -> None:
         self.layout, self._dtype = layout, dtype
-        self._base = backend.asarray(baseline[None], dtype)
-        self._delta = backend.asarray((x - baseline)[None], dtype)
+        # contiguous: a strided baseline (a superpixel mean is built channels-last) made every render a
+        # strided read (LIME's render took 0.09 ms a row of CPU instead of 0.05 at 224x224)
+        self._base = backend.asarray(np.ascontiguousarray(baseline[None], dtype=dtype), dtype)
+        self._delta = backend.asarray(np.ascontiguousarray((x - baseline)[None], dtype=dtype), dtype)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

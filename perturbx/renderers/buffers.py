@@ -11,7 +11,9 @@ each back once its chunk's scores are in.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import threading
 
 import numpy as np
@@ -20,6 +22,8 @@ import numpy as np
 MIN_POOLED_BYTES = 1 << 20
 #: free buffers kept at most; more are dropped (the oldest first)
 MAX_FREE = 4
+#: host buffers from this size on are mapped with transparent huge pages where Linux offers them
+HUGE_PAGE_BYTES = 2 << 20
 
 
 class BufferPool:
@@ -58,7 +62,7 @@ class BufferPool:
                         del self._free[i]
                         return buf
         self.n_allocated += 1
-        return backend.zeros(shape, dtype)
+        return allocate(backend, shape, dtype)
 
     def give(self, backend, buf, dtype) -> None:
         """Return ``buf``, taken with ``take(backend, buf.shape, dtype)``; the next ``take`` may hand it out."""
@@ -69,3 +73,24 @@ class BufferPool:
             self._free.append(((backend.name, str(backend.device), shape, np.dtype(dtype).name), buf))
             if len(self._free) > self.max_free:
                 del self._free[0]
+
+
+def allocate(backend, shape: tuple[int, ...], dtype) -> object:
+    """A zeroed array of ``shape`` and numpy ``dtype`` on ``backend``; in host memory of at least
+    :data:`HUGE_PAGE_BYTES`, a fresh anonymous mapping advised to use transparent huge pages.
+
+    Huge pages are faulted in 512 times less often and miss the TLB less: on the 2-core machine of
+    ``benchmarks/results/overhead.md`` a 38.5 MB batch took 3.8 ms of CPU to map and zero instead of
+    18, and rendering into it 3.3 ms instead of 5.0 (one thread). Where the system has no huge pages
+    (or no ``madvise``) the mapping is an ordinary one; on other platforms and devices, the backend's
+    ``zeros``.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if str(backend.device) != "cpu" or nbytes < max(HUGE_PAGE_BYTES, 1) or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return backend.zeros(shape, dtype)
+    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages says EINVAL
+            region.madvise(mmap.MADV_HUGEPAGE)
+    host = np.frombuffer(region, dtype=dtype).reshape(shape)  # keeps the mapping alive; zeros
+    return host if backend.name == "numpy" else backend.asarray(host, dtype)  # torch shares the memory
