@@ -38,7 +38,7 @@ from skimage.draw import disk, line, polygon
 from skimage.filters import gaussian
 from skimage.morphology import isotropic_dilation
 
-__all__ = ["CLASS_NAMES", "SceneDataset", "ShapesDataset", "make_scenes", "make_shapes", "mask_boxes"]
+__all__ = ["CLASS_NAMES", "TEXTURES", "SceneDataset", "ShapesDataset", "make_scenes", "make_shapes", "mask_boxes"]
 
 #: Names of the classes, indexed by label.
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -49,6 +49,13 @@ _CIRCLE, _SQUARE, _TRIANGLE, _CROSS = range(4)
 # linearly with ``size``.
 _REF_SIZE = 64
 _OBJECT_SIZE = (14.0, 26.0)  # object "diameter" range
+_OBJECT_SIZE_LIMITS = (4.0, 40.0)  # make_shapes(object_size=...): smallest and largest allowed diameter
+#: make_shapes(texture=...): the backgrounds it can draw
+TEXTURES = ("smooth", "strong")
+_N_GRATINGS = (2, 3)  # strong texture: inclusive range of the number of gratings
+_GRATING_WAVELENGTH = (3.0, 9.0)  # strong texture: wavelength range of a grating, pixels at size 64
+_GRATING_AMPLITUDE = (0.08, 0.16)  # strong texture: amplitude range per grating and colour channel
+_SPECKLE_AMPLITUDE = 0.06  # strong texture: standard deviation of the per-pixel colour speckle
 _BLOB_RADIUS = (1.5, 3.0)  # distractor blob radius range
 _LINE_LENGTH = (5.0, 9.0)  # distractor line segment length range
 _N_DISTRACTORS = (3, 6)  # inclusive range of the number of distractors
@@ -251,6 +258,50 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(bg, 0.0, 1.0)
 
 
+def _strong_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The smooth background of :func:`_background` overlaid with high-contrast texture.
+
+    Two or three sinusoidal gratings (random orientation, wavelength 3-9 px at size 64,
+    phase, and a random colour direction with amplitude 0.08-0.16 per channel) and a
+    per-pixel colour speckle (standard deviation 0.06): edges and periodic patterns
+    everywhere, at the scale of small objects. Returns ``(3, size, size)`` float64 in
+    ``[0, 1]``.
+    """
+    bg = _background(rng, size)
+    scale = size / _REF_SIZE
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    for _ in range(int(rng.integers(_N_GRATINGS[0], _N_GRATINGS[1] + 1))):
+        angle = rng.uniform(0.0, np.pi)
+        wavelength = scale * rng.uniform(*_GRATING_WAVELENGTH)
+        phase = rng.uniform(0.0, 2.0 * np.pi)
+        colour = rng.uniform(-1.0, 1.0, size=3) * rng.uniform(*_GRATING_AMPLITUDE)
+        wave = np.sin(2.0 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / wavelength + phase)
+        bg += colour[:, None, None] * wave[None]
+    bg += _SPECKLE_AMPLITUDE * rng.standard_normal((3, size, size))
+    return np.clip(bg, 0.0, 1.0)
+
+
+def _check_texture(value: object) -> str:
+    if not isinstance(value, str) or value not in TEXTURES:
+        raise ValueError(f"texture must be one of {TEXTURES}; got {value!r}; pass texture='strong' for "
+                         "high-contrast gratings and speckle behind the objects, or 'smooth' (the default)")
+    return value
+
+
+def _check_object_size(value: object) -> tuple[float, float]:
+    lo_limit, hi_limit = _OBJECT_SIZE_LIMITS
+    expected = f"a pair (lo, hi) of real numbers with {lo_limit:g} <= lo <= hi <= {hi_limit:g}"
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+        raise ValueError(f"object_size must be {expected} (object diameters in pixels at size 64); "
+                         f"got {value!r}; pass e.g. object_size=(8, 12) for small objects")
+    lo, hi = float(value[0]), float(value[1])
+    if not lo_limit <= lo <= hi <= hi_limit:
+        raise ValueError(f"object_size must be {expected} (object diameters in pixels at size 64); "
+                         f"got {(lo, hi)}; give the smaller diameter first, within the limits")
+    return lo, hi
+
+
 def _unit_vertices(cls: int) -> np.ndarray:
     """Polygon vertices ``(k, 2)`` as (x, y) for a shape of "diameter" 2."""
     if cls == _SQUARE:
@@ -270,16 +321,17 @@ def _unit_vertices(cls: int) -> np.ndarray:
 
 
 def _object_geometry(
-    rng: np.random.Generator, cls: int, size: int
+    rng: np.random.Generator, cls: int, size: int, diameters: tuple[float, float] = _OBJECT_SIZE
 ) -> tuple[np.ndarray | None, float, float]:
     """Draw the size and rotation of a class object, centred at the origin.
 
+    ``diameters`` is the range of the object's "diameter" in pixels at size 64.
     Returns ``(verts, radius, extent)``: polygon vertices ``(k, 2)`` as (x, y)
     in pixels (``None`` for a circle), the object's radius and the radius of a
     circle about its centre that contains the whole object, both in pixels.
     """
     scale = size / _REF_SIZE
-    radius = 0.5 * scale * rng.uniform(*_OBJECT_SIZE)
+    radius = 0.5 * scale * rng.uniform(*diameters)
     if cls == _CIRCLE:
         return None, radius, radius
     period = {_SQUARE: 90.0, _TRIANGLE: 120.0, _CROSS: 90.0}[cls]
@@ -310,14 +362,14 @@ def _rasterise(verts: np.ndarray | None, radius: float, row: float, col: float,
 
 
 def _draw_object(
-    rng: np.random.Generator, cls: int, size: int
+    rng: np.random.Generator, cls: int, size: int, diameters: tuple[float, float] = _OBJECT_SIZE
 ) -> tuple[np.ndarray, float, float, float]:
     """Draw the class object at a random size, rotation and position.
 
     Returns ``(mask, row, col, extent)``: the ``(size, size)`` bool mask, the
     centre and the radius of a circle that contains the whole object.
     """
-    verts, radius, extent = _object_geometry(rng, cls, size)
+    verts, radius, extent = _object_geometry(rng, cls, size, diameters)
     row, col = _place(rng, extent, size)
     return _rasterise(verts, radius, row, col, size), row, col, extent
 
@@ -378,6 +430,8 @@ def make_shapes(
     n: int,
     *,
     size: int = 64,
+    texture: str = "smooth",
+    object_size: tuple[float, float] = _OBJECT_SIZE,
     random_state: int | np.random.Generator | None = None,
 ) -> ShapesDataset:
     """Generate ``n`` synthetic shape images with labels and object masks.
@@ -395,7 +449,8 @@ def make_shapes(
     Labels are drawn independently and uniformly, and images are generated one
     after another from the same random stream, so ``make_shapes(m, ...)`` with
     the same integer seed starts with the ``n < m`` items of
-    ``make_shapes(n, ...)``.
+    ``make_shapes(n, ...)``. The defaults of ``texture`` and ``object_size``
+    give the same data as versions without these options.
 
     Parameters
     ----------
@@ -403,6 +458,18 @@ def make_shapes(
         Number of images, ``n >= 1``.
     size : int, default 64
         Height and width of the square images in pixels, ``size >= 32``.
+    texture : {"smooth", "strong"}, default "smooth"
+        The background. ``"smooth"``: the colour gradient with a
+        low-amplitude noise texture described above. ``"strong"``: the same
+        overlaid with two or three high-contrast sinusoidal gratings
+        (wavelength 3-9 pixels at ``size=64``, random orientation and
+        colour, amplitude 0.08-0.16 per channel) and a per-pixel colour
+        speckle (standard deviation 0.06): edges and periodic patterns
+        everywhere, at the scale of the objects.
+    object_size : (float, float), default (14.0, 26.0)
+        Range of the object's "diameter" in pixels at ``size=64`` (scaled
+        linearly with ``size``), ``4 <= lo <= hi <= 40``; e.g. ``(8, 12)``
+        for small objects.
     random_state : int, numpy.random.Generator or None, default None
         Seed or generator (as accepted by :func:`numpy.random.default_rng`).
         The same integer seed always gives identical data; ``None`` draws
@@ -418,10 +485,14 @@ def make_shapes(
     Raises
     ------
     ValueError
-        If ``n < 1`` or ``size < 32`` or either is not an integer.
+        If ``n < 1`` or ``size < 32`` or either is not an integer, if
+        ``texture`` is not one of the names above or ``object_size`` is not
+        an allowed range.
     """
     n = _check_int(n, "n", 1)
     size = _check_int(size, "size", 32)
+    draw_background = _strong_texture if _check_texture(texture) == "strong" else _background
+    diameters = _check_object_size(object_size)
     rng = np.random.default_rng(random_state)
 
     images = np.empty((n, 3, size, size), dtype=np.float32)
@@ -429,8 +500,8 @@ def make_shapes(
     masks = np.empty((n, size, size), dtype=bool)
     for i in range(n):
         cls = int(rng.integers(len(CLASS_NAMES)))
-        img = _background(rng, size)
-        mask, row, col, extent = _draw_object(rng, cls, size)
+        img = draw_background(rng, size)
+        mask, row, col, extent = _draw_object(rng, cls, size, diameters)
         _draw_distractors(rng, img, [(row, col)], [extent + 2.0 * size / _REF_SIZE])
         bg_colour = img[:, mask].mean(axis=1)
         img[:, mask] = _object_colour(rng, bg_colour)[:, None]

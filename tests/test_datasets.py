@@ -175,6 +175,66 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
         make_shapes(n, **kwargs)
 
 
+# --- options: texture and object size --------------------------------------------------------------------------------
+
+def test_default_options_give_todays_data() -> None:
+    """Passing the defaults explicitly changes nothing (the digests of tests/test_scenes.py pin the defaults)."""
+    a = make_shapes(15, random_state=4)
+    b = make_shapes(15, texture="smooth", object_size=(14, 26), random_state=4)
+    for x, y in [(a.images, b.images), (a.labels, b.labels), (a.masks, b.masks)]:
+        np.testing.assert_array_equal(x, y)
+
+
+def _high_frequency_energy(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Mean squared horizontal difference of neighbouring pixels off the object (and one pixel around it)."""
+    diff = np.diff(images, axis=3) ** 2                                   # (n, 3, H, W - 1)
+    off = ~binary_dilation(masks, iterations=1, structure=np.ones((1, 3, 3)))[:, :, 1:]
+    return np.array([d[:, o].mean() for d, o in zip(diff, off, strict=True)])
+
+
+def test_strong_texture_is_busier_and_keeps_the_task() -> None:
+    smooth = make_shapes(40, random_state=8)
+    strong = make_shapes(40, texture="strong", random_state=8)
+    assert strong.images.dtype == np.float32 and strong.images.min() >= 0.0 and strong.images.max() <= 1.0
+    energy_smooth, energy_strong = (_high_frequency_energy(d.images, d.masks) for d in (smooth, strong))
+    assert np.median(energy_strong) > 5 * np.median(energy_smooth), (energy_strong, energy_smooth)
+    for image, mask in zip(strong.images, strong.masks, strict=True):
+        obj = image[:, mask]
+        assert obj.std(axis=1).max() < 1e-4                              # still one flat colour
+        ring = binary_dilation(mask, iterations=3) & ~mask
+        assert np.linalg.norm(obj.mean(axis=1) - image[:, ring].mean(axis=1)) > 0.25
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_object_size_sets_the_diameter_range(size: int) -> None:
+    d = make_shapes(60, size=size, object_size=(8, 12), random_state=1)
+    radius = []
+    for mask in d.masks:   # the object's enclosing radius is between the drawn radius and 1.25 x it (triangle)
+        rows, cols = np.nonzero(mask)
+        props = regionprops(mask.astype(np.uint8))[0]
+        radius.append(np.hypot(rows - props.centroid[0], cols - props.centroid[1]).max() + 0.5)
+    scale = size / 64
+    assert min(radius) > 0.85 * 4 * scale and max(radius) < 1.3 * 6 * scale + 1
+    assert np.mean(d.masks.sum(axis=(1, 2))) < 0.4 * np.mean(make_shapes(60, size=size, random_state=1).masks.sum(
+        axis=(1, 2)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"texture": "grainy"}, r"texture must be one of \('smooth', 'strong'\); got 'grainy'"),
+        ({"texture": None}, r"texture must be one of .*; got None"),
+        ({"object_size": 10}, r"object_size must be a pair \(lo, hi\) of real numbers with 4 <= lo <= hi <= 40"),
+        ({"object_size": (12, 8)}, r"object_size must be .*; got \(12\.0, 8\.0\); give the smaller diameter first"),
+        ({"object_size": (2, 8)}, r"object_size must be .*; got \(2\.0, 8\.0\)"),
+        ({"object_size": (8, "12")}, r"object_size must be .* got \(8, '12'\)"),
+    ],
+)
+def test_bad_options(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_shapes(2, **kwargs)
+
+
 def test_numpy_integers_are_accepted() -> None:
     d = make_shapes(np.int64(2), size=np.int32(40), random_state=0)
     assert d.images.shape == (2, 3, 40, 40)
