@@ -54,7 +54,7 @@ def test_region_maps_of_the_builtin_segmenter_peak_on_the_object(scenes):
     hits = []
     for x, masks, labels in zip(scenes.images, scenes.object_masks, scenes.labels, strict=True):
         target = Region(masks[0], 1 + int(labels[0]))          # why is this object labelled as its class
-        e = perturbx.RISE(n_masks=1000, grid_size=8, random_state=0).explain(segmenter, x, target=target)
+        e = perturbx.Occlusion(window=8, stride=4).explain(segmenter, x, target=target)   # (RISE too: 29/30)
         hits.append(bool(masks[0][peak(e.attributions)]))
     assert np.mean(hits) >= 0.9, hits
 
