@@ -12,8 +12,11 @@ median of --repeats. The model is always called on at most --batch rows at a tim
   --batch (one prepared batch, median of 3 passes, measured in the runner's process after its runs);
 * own ms/query: (wall - floor) / queries, the figure of the issue; in brackets (wall - time spent
   inside the model's forward during the run) / queries, which does not depend on a separate floor;
+* own CPU ms/query: the same with the process's CPU time (every thread's, ``time.process_time``)
+  in place of wall time: what the work costs, little changed by other processes competing for the cores;
 * peak RSS MB over the process (RSS after the warm-up in brackets), and peak RSS above the
-  model-only process (``model_only``: the same imports and image, the floor's forward passes only).
+  model-only process (``model_only``: the same imports and image, the floor's forward passes only;
+  for LIME and KernelSHAP after the same superpixel setup, which imports scikit-image).
 
 Runners, by method (the same number of perturbations, baseline and segments for all):
 
@@ -133,24 +136,25 @@ class Setup:
                 out.append(self.net(part)[:, self.target].cpu().numpy().astype(np.float64))
         return np.concatenate(out)
 
-    def floor(self, n_rows: int) -> float:
-        """Seconds the model alone takes for ``n_rows`` rows in batches of ``batch`` (median of 3 passes)."""
+    def floor(self, n_rows: int) -> tuple[float, float]:
+        """Wall and CPU seconds the model alone takes for ``n_rows`` rows in batches of ``batch`` (medians of 3)."""
         torch, b = self.torch, self.batch
         full = self.tensor(np.repeat(self.x[None], b, axis=0))
         part = full[:n_rows % b].contiguous()
-        passes = []
+        walls, cpus = [], []
         with torch.inference_mode():
             self.inner(full)
             self.sync()
             for _ in range(3):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(n_rows // b):
                     self.inner(full)
                 if len(part):
                     self.inner(part)
                 self.sync()
-                passes.append(time.perf_counter() - t0)
-        return float(np.median(passes))
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+        return float(np.median(walls)), float(np.median(cpus))
 
 
 def _counted(torch, inner, owner: Setup):
@@ -360,32 +364,38 @@ def run_model_only(s: Setup) -> np.ndarray:
     return np.zeros(1)
 
 
+run_model_only_superpixels = run_model_only  # the same, after the superpixels' setup (skimage's SLIC)
+SUPERPIXELS = (*METHODS["LIME"], *METHODS["KernelSHAP"], "model_only_superpixels")
+
+
 # ---- driver ------------------------------------------------------------------------------------------------
 
 
 def child(ns) -> None:
     warnings.filterwarnings("ignore")
     slow = ns.child in SLOW
-    s = Setup(ns.threads, ns.batch, settings(ns.quick or slow), ns.child in METHODS["LIME"] + METHODS["KernelSHAP"],
+    s = Setup(ns.threads, ns.batch, settings(ns.quick or slow), ns.child in SUPERPIXELS,
               ns.model, ns.device)
     fn = globals()[f"run_{ns.child}"]
     fn(s)  # warm-up (a slow runner's on the --quick sizes)
     s.sync()
     s.cfg = settings(ns.quick, ns.rise_masks)
-    before, walls, inside, rows = rss_mb(), [], [], 0
+    before, walls, cpus, inside, rows = rss_mb(), [], [], [], 0
     for _ in range(ns.slow_repeats if slow else ns.repeats):
         s.rows, s.model_seconds = 0, 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         attr = fn(s)
         s.sync()
         walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         inside.append(s.model_seconds)
         rows = s.rows
     peak = peak_rss_mb()  # before the floor's own batches
     np.save(ns.out, np.asarray(attr, dtype=np.float64))
+    floor, floor_cpu = s.floor(rows) if rows else (0.0, 0.0)
     print(json.dumps({"runner": ns.child, "queries": rows, "wall": float(np.median(walls)),
-                      "inside": float(np.median(inside)), "walls": walls,
-                      "floor": s.floor(rows) if rows else 0.0, "rss_before": before, "peak_rss": peak}))
+                      "inside": float(np.median(inside)), "walls": walls, "cpu": float(np.median(cpus)),
+                      "floor": floor, "floor_cpu": floor_cpu, "rss_before": before, "peak_rss": peak}))
 
 
 #: where perturbx's time goes: (component, cProfile entries (file suffix, function) whose cumulative time it is)
@@ -407,7 +417,7 @@ def profile_child(ns) -> None:
     import pstats
 
     s = Setup(ns.threads, ns.batch, settings(ns.quick, ns.rise_masks),
-              ns.child in METHODS["LIME"] + METHODS["KernelSHAP"], ns.model, ns.device)
+              ns.child in SUPERPIXELS, ns.model, ns.device)
     fn = globals()[f"run_{ns.child}"]
     fn(s)
     s.rows = 0
@@ -452,10 +462,10 @@ def spawn(runner: str, ns, profile: bool = False) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(rows: dict, base: dict | None, ns) -> None:
+def report(rows: dict, bases: dict | None, ns) -> None:
     print("| method | runner | queries | wall s | model-only floor s | wall / floor | own ms/query "
-          "(wall - model in run) | peak RSS MB (after warm-up) | above model-only MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "(wall - model in run) | own CPU ms/query | peak RSS MB (after warm-up) | above model-only MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for method, runners in METHODS.items():
         for r in runners:
             if r not in rows:
@@ -464,12 +474,16 @@ def report(rows: dict, base: dict | None, ns) -> None:
             own = (row["wall"] - row["floor"]) / row["queries"] * 1e3
             # on a GPU the forward returns before the kernels ran: time inside it means nothing
             in_run = "n/a" if ns.device != "cpu" else f"{(row['wall'] - row['inside']) / row['queries'] * 1e3:.3f}"
+            base = None if bases is None else bases["superpixels" if r in SUPERPIXELS else "plain"]
             above = "" if base is None else f"{row['peak_rss'] - base['peak_rss']:.0f}"
+            cpu = (row["cpu"] - row["floor_cpu"]) / row["queries"] * 1e3
             print(f"| {method} | {r} | {row['queries']} | {row['wall']:.3f} | {row['floor']:.3f} | "
-                  f"{row['wall'] / row['floor']:.3f} | **{own:.3f}** ({in_run}) | {row['peak_rss']:.0f} "
+                  f"{row['wall'] / row['floor']:.3f} | **{own:.3f}** ({in_run}) | {cpu:.3f} | {row['peak_rss']:.0f} "
                   f"({row['rss_before']:.0f}) | {above} |")
-    if base is not None:
-        print(f"\nmodel-only process: peak RSS {base['peak_rss']:.0f} MB")
+    if bases is not None:
+        print(f"\nmodel-only process: peak RSS {bases['plain']['peak_rss']:.0f} MB "
+              f"({bases['superpixels']['peak_rss']:.0f} MB after the superpixels' setup, the reference of LIME and "
+              f"KernelSHAP)")
     print()
     for runners in METHODS.values():
         pairs = [(o, p) for o in runners if o.startswith("perturbx_") for p in runners if not p.startswith("perturbx_")]
@@ -497,7 +511,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="where perturbx's time goes: one run of each perturbx runner under cProfile")
     ap.add_argument("--tmp", default="/tmp")
-    ap.add_argument("--child", choices=(*RUNNERS, "model_only"))
+    ap.add_argument("--child", choices=(*RUNNERS, "model_only", "model_only_superpixels"))
     ap.add_argument("--out", default="/tmp/bench_overhead.npy")
     ns = ap.parse_args()
     if ns.child:
@@ -510,7 +524,7 @@ def main() -> None:
     print(f"model={ns.model} device={ns.device} threads={ns.threads} batch={ns.batch} repeats={ns.repeats} (median; "
           f"{', '.join(SLOW)}: {ns.slow_repeats}) quick={ns.quick} load average before: {os.getloadavg()[0]:.2f}\n",
           flush=True)
-    base = spawn("model_only", ns)
+    base = {"plain": spawn("model_only", ns), "superpixels": spawn("model_only_superpixels", ns)}
     rows = {}
     for runner in ns.runners.split(","):
         rows[runner] = spawn(runner, ns)
