@@ -3,10 +3,10 @@
 A batch of 64 RGB images at 224x224 in float32 is 38.5 MB, more than glibc's largest
 ``mmap`` threshold (32 MB): every fresh batch is mapped from the kernel, each of its
 9,400 pages is faulted in (and zeroed) on the first write, and the mapping is returned
-when the batch is freed. On the 2-core machine of ``benchmarks/RESULTS.md`` that made
-rendering a batch three to fifteen times slower than writing into memory already mapped
-(issue 16). The engine therefore renders into buffers from a :class:`BufferPool` and gives
-each back once its chunk's scores are in.
+when the batch is freed. On the 2-core machine of ``benchmarks/results/overhead.md``, under
+load, rendering a 64-row batch into fresh memory took 62 ms against 4 ms into a batch already
+mapped (one thread; 49 against 16 ms with two). The engine therefore renders into buffers from
+a :class:`BufferPool` and gives each back once its chunk's scores are in (issue 16).
 """
 
 from __future__ import annotations
