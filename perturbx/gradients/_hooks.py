@@ -118,7 +118,7 @@ def modified_relu_gradients(module: nn.Module, rule: ReluRule) -> Iterator[int]:
     for sub in module.modules():
         if isinstance(sub, nn.ReLU):
             pending: list[torch.Tensor | None] = []
-            handles.append(sub.register_forward_pre_hook(_relu_pre_hook(pending)))
+            handles.append(sub.register_forward_pre_hook(keep_input(pending)))
             handles.append(sub.register_forward_hook(_relu_post_hook(pending, rule)))
     try:
         yield len(handles) // 2
@@ -127,7 +127,12 @@ def modified_relu_gradients(module: nn.Module, rule: ReluRule) -> Iterator[int]:
             handle.remove()
 
 
-def _relu_pre_hook(pending: list):
+def keep_input(pending: list):
+    """A forward pre-hook that keeps the module's input in ``pending`` and runs the module on a clone.
+
+    In-place modules then work on the clone, so the kept input stays intact for a backward hook
+    that needs it; None is kept when no gradient will flow (grad disabled, or an input without one).
+    """
     def hook(_module, inputs):
         inp = inputs[0]
         if not (torch.is_grad_enabled() and inp.requires_grad):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._hooks import keep_input
 from ._lrp_rules import Norm, Rule
 
 LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -191,7 +192,7 @@ def lrp_hooks(module: nn.Module, the_plan: Plan, use_bias: bool, log: RelevanceL
         pending: dict[nn.Module, list] = {}
         for m, (name, rule) in the_plan.rules.items():
             pending[m] = []
-            handles.append(m.register_forward_pre_hook(_keep(pending[m])))
+            handles.append(m.register_forward_pre_hook(keep_input(pending[m])))
             bn = next((b for b, lin in the_plan.merged.items() if lin is m), None)
             if bn is None:
                 handles.append(m.register_forward_hook(_apply_rule(pending[m], m, None, name, rule, use_bias, log)))
@@ -203,28 +204,17 @@ def lrp_hooks(module: nn.Module, the_plan: Plan, use_bias: bool, log: RelevanceL
             handles.append(bn.register_forward_hook(_apply_rule(pending[lin], lin, bn, name, rule, use_bias, log)))
         for m in the_plan.passes:
             pending[m] = []
-            handles.append(m.register_forward_pre_hook(_keep(pending[m])))
+            handles.append(m.register_forward_pre_hook(keep_input(pending[m])))
             handles.append(m.register_forward_hook(_pass_through(pending[m])))
         for m, name in the_plan.norms.items():
             pending[m] = []
-            handles.append(m.register_forward_pre_hook(_keep(pending[m])))
+            handles.append(m.register_forward_pre_hook(keep_input(pending[m])))
             handles.append(m.register_forward_hook(_norm(pending[m], m, name, log)))
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
-
-
-def _keep(pending: list):
-    def hook(_module, inputs):
-        inp = inputs[0]
-        if not (torch.is_grad_enabled() and inp.requires_grad):
-            pending.append(None)
-            return None
-        pending.append(inp)
-        return (inp.clone(), *inputs[1:])
-    return hook
 
 
 def _apply_rule(pending: list, linear: nn.Module, bn: nn.Module | None, name: str, rule: Rule, use_bias: bool,

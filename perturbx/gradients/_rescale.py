@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from ._hooks import keep_input
+
 #: elementwise nonlinearities that get the Rescale multiplier (Captum's set without nn.Softmax)
 RESCALE_TYPES = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus)
 #: max-pooling modules -> (pool with indices, unpool)
@@ -37,24 +39,13 @@ def rescale_hooks(module: nn.Module, eps: float, maxpool: str = "gradient") -> I
     for sub in module.modules():
         if type(sub) in RESCALE_TYPES or (maxpool == "rescale" and type(sub) in MAXPOOL_TYPES):
             pending: list[torch.Tensor | None] = []
-            handles.append(sub.register_forward_pre_hook(_keep_input(pending)))
+            handles.append(sub.register_forward_pre_hook(keep_input(pending)))
             handles.append(sub.register_forward_hook(_rescale_output(pending, eps)))
     try:
         yield len(handles) // 2
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _keep_input(pending: list):
-    def hook(_module, inputs):
-        inp = inputs[0]
-        if not (torch.is_grad_enabled() and inp.requires_grad):
-            pending.append(None)
-            return None
-        pending.append(inp)
-        return (inp.clone(), *inputs[1:])   # in-place modules work on the clone; the input stays intact
-    return hook
 
 
 def _rescale_output(pending: list, eps: float):
