@@ -43,7 +43,7 @@ time inside the forward is not measured (CUDA returns before its kernels have ru
     python benchmarks/bench_overhead.py                      # every runner (about 20 min on 2 quiet cores)
     python benchmarks/bench_overhead.py --runners perturbx_rise,rise_recipe --repeats 5
     python benchmarks/bench_overhead.py --quick              # few perturbations, one repeat: does it run
-    python benchmarks/bench_overhead.py --profile            # where perturbx's own time goes, by component
+    python benchmarks/bench_overhead.py --profile --threads 1   # where perturbx's own time goes, by component
 """
 
 from __future__ import annotations
@@ -412,7 +412,11 @@ PROFILE_PARTS = (
 
 
 def profile_child(ns) -> None:
-    """One run of a perturbx runner under cProfile, after a warm-up: ms per query by component."""
+    """One run of a perturbx runner under cProfile, after a warm-up: CPU ms per query by component.
+
+    The profiler's clock is the process's CPU time, so other processes on the cores change the
+    figures little; with ``--threads 1`` they add up to the run's own CPU time.
+    """
     import cProfile
     import pstats
 
@@ -421,10 +425,10 @@ def profile_child(ns) -> None:
     fn = globals()[f"run_{ns.child}"]
     fn(s)
     s.rows = 0
-    prof = cProfile.Profile()
-    t0 = time.perf_counter()
+    prof = cProfile.Profile(time.process_time)
+    t0 = time.process_time()
     prof.runcall(fn, s)
-    wall = time.perf_counter() - t0
+    wall = time.process_time() - t0
     cum: dict[str, float] = {}
     for (file, _, name), (_, _, _, ct, _) in pstats.Stats(prof).stats.items():
         for part, entries in PROFILE_PARTS:
@@ -441,12 +445,16 @@ def profile_child(ns) -> None:
 def profile_table(ns) -> None:
     runners = [r for r in ns.runners.split(",") if r.startswith("perturbx_")]
     rows = {r: spawn(r, ns, profile=True) for r in runners}
-    print("| ms per query (one run under cProfile) | " + " | ".join(r.removeprefix("perturbx_") for r in rows) + " |")
+    print("| CPU ms per query (one run under cProfile) | " + " | ".join(r.removeprefix("perturbx_") for r in rows)
+          + " |")
     print("|---|" + "---|" * len(rows))
     for part in next(iter(rows.values()))["ms_per_query"]:
         print(f"| {part} | " + " | ".join(f"{row['ms_per_query'][part]:.3f}" for row in rows.values()) + " |")
-    print("| **total (wall / queries)** | " + " | ".join(f"**{row['wall'] / row['queries'] * 1e3:.3f}**"
-                                                         for row in rows.values()) + " |")
+    print("| **total (CPU time / queries)** | " + " | ".join(f"**{row['wall'] / row['queries'] * 1e3:.3f}**"
+                                                             for row in rows.values()) + " |")
+    print("| **own: total - model forward** | " + " | ".join(
+        f"**{(row['wall'] / row['queries'] * 1e3 - row['ms_per_query']['model forward']):.3f}**"
+        for row in rows.values()) + " |")
 
 
 def spawn(runner: str, ns, profile: bool = False) -> dict:
