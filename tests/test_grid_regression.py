@@ -8,7 +8,7 @@ import pytest
 import perturbx
 from perturbx.adapters import Callable
 from perturbx.backend import NUMPY
-from perturbx.estimators import MaskAverage
+from perturbx.estimators import MaskAverage, grid_regression
 from perturbx.estimators.grid_regression import GridRegression
 from perturbx.samplers import RandomGridSampler
 
@@ -41,8 +41,8 @@ def test_a_score_linear_in_the_cells_gives_the_exact_map_from_few_masks():
     rng = np.random.default_rng(3)
     coef = rng.normal(size=(49, 2))
     linear = lambda cells, masks: 0.3 + cells @ coef  # noqa: E731
-    few = fold(GridRegression(NUMPY, 0.5, n_fit=200), RandomGridSampler((16, 16), 200, (7, 7), 0.5,
-                                                                         np.random.default_rng(1)), linear)
+    few = fold(GridRegression(NUMPY, 0.5, n_fit=200, features="cells"),
+               RandomGridSampler((16, 16), 200, (7, 7), 0.5, np.random.default_rng(1)), linear)
     many = fold(MaskAverage(NUMPY, 0.5, control_variate=True),
                 RandomGridSampler((16, 16), 100_000, (7, 7), 0.5, np.random.default_rng(2)), linear, chunk=4096)
     scale = np.abs(many).max()
@@ -50,6 +50,53 @@ def test_a_score_linear_in_the_cells_gives_the_exact_map_from_few_masks():
     mean_cv = fold(MaskAverage(NUMPY, 0.5, control_variate=True),
                    RandomGridSampler((16, 16), 200, (7, 7), 0.5, np.random.default_rng(1)), linear)
     assert np.abs(mean_cv - many).max() > 5 * np.abs(few - many).max()
+
+
+def exact_rise_map(spatial, grid, p, score_weights, intercept):
+    """Brute-force RISE map of the score ``intercept + <M, w_t>`` (linear in the mask's pixels), (T, H * W).
+
+    ``E[M(v) M(u)]`` summed over every shift of the upsampled grid, with
+    ``E[c_i c_j] = p^2 + p (1 - p) [i = j]`` for the independent cells; then
+    ``E[f M(u)] / p = intercept + sum_v w(v) E[M(v) M(u)] / p``.
+    """
+    sampler = RandomGridSampler(spatial, 1, grid, p, np.random.default_rng(0))
+    (h, w), (ch, cw) = spatial, sampler.upsampler.cell
+    ry, rx = sampler.upsampler._host
+    second = np.zeros((h * w, h * w))
+    for dy in range(ch):
+        for dx in range(cw):
+            weights = np.einsum("ya,xb->yxab", ry[dy:dy + h], rx[dx:dx + w]).reshape(h * w, -1)
+            total = weights.sum(axis=1)
+            second += p * p * np.outer(total, total) + p * (1 - p) * weights @ weights.T
+    second /= ch * cw
+    return intercept[:, None] + score_weights.reshape(len(score_weights), -1) @ second / p
+
+
+def test_a_score_linear_in_the_block_means_gives_the_exact_map(monkeypatch):
+    """The block surrogate's map is exact: a score linear in the mask's block means, non-square image and grid."""
+    monkeypatch.setattr(grid_regression, "RIDGE", 1e-12)      # no shrinkage: the fit is exact
+    spatial, grid = (18, 23), (4, 5)
+    rows, cols = grid_regression._block_average(18, 5), grid_regression._block_average(23, 6)
+    coef = np.random.default_rng(3).normal(size=(5 * 6, 2))
+    pixel_weights = np.einsum("abt,ay,bx->tyx", coef.reshape(5, 6, 2), rows, cols)       # (T, H, W)
+    score = lambda cells, masks: 0.3 + masks.reshape(len(masks), -1) @ pixel_weights.reshape(2, -1).T  # noqa: E731
+    few = fold(GridRegression(NUMPY, 0.5, n_fit=10_000), RandomGridSampler(spatial, 300, grid, 0.5,
+                                                                           np.random.default_rng(1)), score)
+    exact = exact_rise_map(spatial, grid, 0.5, pixel_weights, np.full(2, 0.3))
+    np.testing.assert_allclose(few.reshape(2, -1), exact, rtol=0, atol=1e-6 * np.abs(exact).max())  # float32 masks
+    cells = fold(GridRegression(NUMPY, 0.5, n_fit=10_000, features="cells"),
+                 RandomGridSampler(spatial, 300, grid, 0.5, np.random.default_rng(1)), score)
+    assert np.abs(cells.reshape(2, -1) - exact).max() > 1e-3 * np.abs(exact).max()   # the cells cannot express it
+
+
+def test_block_features_are_the_block_means_of_the_masks():
+    sampler = RandomGridSampler((21, 17), 40, (3, 4), 0.5, np.random.default_rng(2))
+    chunk = next(sampler.chunks(40))
+    masks = chunk.materialize(NUMPY, np.float64)
+    rows, cols = grid_regression._block_average(21, 4), grid_regression._block_average(17, 5)
+    brute = np.einsum("ay,nyx,bx->nab", rows, masks, cols).reshape(40, -1)
+    np.testing.assert_allclose(grid_regression._Blocks(sampler.upsampler).features(chunk), brute, atol=1e-12)
+    assert rows.sum(axis=1) == pytest.approx(1.0) and (rows > 0).sum() == 21      # a partition, averaged
 
 
 def test_regression_and_mean_estimates_share_their_limit(rng):
@@ -75,3 +122,8 @@ def test_standard_error_and_stopping_work(rng):
 def test_bad_control_variate(value):
     with pytest.raises(ValueError, match="'control_variate' parameter of RISE must be one of 'regression', 'mean'"):
         perturbx.RISE(control_variate=value)
+
+
+def test_bad_features():
+    with pytest.raises(ValueError, match="'features' parameter of GridRegression must be one of .* Got 'pixels'"):
+        GridRegression(NUMPY, 0.5, features="pixels")

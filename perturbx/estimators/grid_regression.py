@@ -1,39 +1,118 @@
-"""RISE with a regression control variate: a linear surrogate of the score on the mask's grid cells.
+"""RISE with a regression control variate: a linear surrogate of the score whose RISE map is exact.
 
 A RISE mask is a binary grid ``c`` (G cells, each kept with probability ``p``) upsampled
 and shifted: ``M(u) = sum_j W_j(u; s) c_j`` with interpolation weights ``W`` that depend
-only on the random shift ``s``. For any surrogate ``g(c)`` of the score,
+only on the random shift ``s``. For any surrogate ``g`` of the score,
 
-    E[f M(u)] / p = E[g M(u)] / p + E[(f - g) M(u)] / p.
+    E[f M(u)] / p = E[g M(u)] / p + E[(f - g) M(u)] / p,
 
-For a linear ``g(c) = b0 + b . c`` the first term is known exactly,
-``sum_j Wbar_j(u) (b0 + b_j (1 - p) + p sum_k b_k)`` with ``Wbar_j = E_s[W_j]`` (the
-shift is independent of the grid and uniform on its cell), so only the residual
-``f - g`` is estimated from the model's masks. Where the score is close to additive in
-the grid's cells (the random-weight ResNet of the benchmarks) the residual is a small
-fraction of the score's spread and the map needs many times fewer masks; where it is not
-the estimate is no worse than the mean-score control variate it contains (``b = 0``).
+and if the first term is known exactly, only the residual ``f - g`` is estimated from the
+model's masks. Two linear surrogates have an exact first term:
 
-The surrogate is fitted (ridge least squares) on the first ``n_fit`` masks, whose grids
-and shifts are kept until then; from there on each chunk's residual is folded into a
-:class:`~perturbx.estimators.MaskAverage` with the mean control variate, so memory does
-not grow with the number of masks and masks after the fit give an unbiased estimate.
+* ``features="blocks"`` (default): ``g = b0 + sum_k b_k Mbar_k``, ``Mbar_k`` the mean of the
+  mask over block ``k`` of a ``(gh + 1) x (gw + 1)`` partition of the image, i.e. the
+  mask itself, where the model sees it, at about the grid's resolution. Since
+  ``E[M(v) M(u)] = p^2 + p (1 - p) K(v, u)`` with ``K(v, u) = E_s[sum_j W_j(v; s) W_j(u; s)]``,
+  which factorises over the two axes (the shifts along them are independent), the map is
+  ``b0 + p sum_k b_k + (1 - p) sum_k b_k (A_k K)(u)``, ``A_k`` block k's average;
+* ``features="cells"``: ``g = b0 + b . c``, linear in the grid cells, whose map is
+  ``sum_j Wbar_j(u) (b0 + b_j (1 - p) + p sum_k b_k)`` with ``Wbar_j = E_s[W_j]``. It does
+  not see where the shift put each cell, and explains less of the score.
+
+Where the score is far from linear in the mask the residual stays large and the estimate
+is about as good as the mean-score control variate's that both contain (``b = 0``); the
+masks each needs on three classifiers are in ``benchmarks/results/queries_models.md``.
+
+The surrogate is fitted (ridge least squares) on the first ``n_fit`` masks, whose chunks
+are kept until then; from there on each chunk's residual is folded into a
+:class:`~perturbx.estimators.MaskAverage` with the mean control variate, so memory does not
+grow with the number of masks and the masks after the fit give an unbiased estimate.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from perturbx.samplers.random_grid import GridChunk
+from perturbx.samplers.random_grid import GridChunk, interpolation_matrix
 
 from .mask_average import MaskAverage
 
-#: ridge penalty of the surrogate's cell coefficients, relative to the number of masks
+#: ridge penalty of the surrogate's coefficients, relative to the number of masks
 RIDGE = 1e-3
+#: the surrogates :class:`GridRegression` can fit
+FEATURES = ("blocks", "cells")
+
+
+def _block_average(n: int, blocks: int) -> np.ndarray:
+    """``(blocks, n)``: row k averages the pixels of block k of ``n`` pixels cut in ``blocks`` near-equal runs."""
+    edges = np.linspace(0, n, blocks + 1).round().astype(int)
+    out = np.zeros((blocks, n))
+    for k in range(blocks):
+        out[k, edges[k]:edges[k + 1]] = 1.0 / max(edges[k + 1] - edges[k], 1)
+    return out
+
+
+class _Axis:
+    """One image axis of the block surrogate: per-shift block projections and the shift-averaged kernel."""
+
+    def __init__(self, n: int, grid: int, cell: int, blocks: int) -> None:
+        up = interpolation_matrix(grid, (grid + 1) * cell)  # ((grid + 1) cell, grid)
+        crops = [up[s:s + n] for s in range(cell)]  # the (n, grid) interpolation of each shift
+        average = _block_average(n, blocks)  # (blocks, n)
+        #: (cell, blocks, grid): block means of the interpolation, per shift
+        self.project = np.stack([average @ c for c in crops])
+        #: (blocks, n): block averages of K, the shift-averaged sum_j W_j(v) W_j(u) along this axis
+        self.kernel = average @ np.mean([c @ c.T for c in crops], axis=0)
+
+
+class _Blocks:
+    """The block-mean surrogate's features and exact map for one upsampler."""
+
+    def __init__(self, upsampler) -> None:
+        (h, w), (gh, gw), (ch, cw) = upsampler.spatial, upsampler.grid, upsampler.cell
+        self.y, self.x = _Axis(h, gh, ch, gh + 1), _Axis(w, gw, cw, gw + 1)
+        self.n_features = (gh + 1) * (gw + 1)
+
+    def features(self, chunk: GridChunk) -> np.ndarray:
+        """Block means ``(n, (gh + 1) (gw + 1))`` of the chunk's masks, from its grids and shifts."""
+        py, px = self.y.project[chunk.shifts[:, 0]], self.x.project[chunk.shifts[:, 1]]
+        means = np.einsum("nag,ngh,nbh->nab", py, chunk.grids.astype(np.float64), px)
+        return means.reshape(chunk.size, -1)
+
+    def exact_map(self, coef: np.ndarray, p: float) -> np.ndarray:
+        """``E[g M(u)] / p`` of the surrogate with coefficients ``(1 + B, T)``, ``(T, H * W)``."""
+        b0, b = coef[0], coef[1:]
+        blocks = b.T.reshape(len(b0), self.y.kernel.shape[0], self.x.kernel.shape[0])  # (T, by, bx)
+        spatial = np.einsum("ay,tab,bx->tyx", self.y.kernel, blocks, self.x.kernel).reshape(len(b0), -1)
+        return (b0 + p * b.sum(axis=0))[:, None] + (1.0 - p) * spatial
+
+
+class _Cells:
+    """The grid-cell surrogate's features and exact map for one upsampler."""
+
+    def __init__(self, upsampler) -> None:
+        self.weights = upsampler.mean_cell_weights()  # (G, H * W)
+        self.n_features = len(self.weights)
+
+    @staticmethod
+    def features(chunk: GridChunk) -> np.ndarray:
+        return chunk.grids.reshape(chunk.size, -1).astype(np.float64)
+
+    def exact_map(self, coef: np.ndarray, p: float) -> np.ndarray:
+        b0, b = coef[0], coef[1:]  # (T,), (G, T)
+        per_cell = b0[None, :] + b * (1.0 - p) + p * b.sum(axis=0, keepdims=True)  # (G, T)
+        return per_cell.T @ self.weights
 
 
 class GridRegression:
-    """Streaming RISE estimate with a linear surrogate of the score on the grid cells as control variate.
+    """Streaming RISE estimate with a linear surrogate of the score as control variate.
+
+    The surrogate is fitted once ``n_fit`` masks have been seen and kept from then on;
+    an estimate asked for before (:meth:`finalize` on a smaller run, :meth:`standard_error`
+    at an early-stopping check) fits it provisionally on the masks seen so far, which does
+    not change what later masks are folded with. With fewer masks than twice the
+    surrogate's coefficients the fit is not attempted and the estimate is the mean
+    control variate's (:class:`~perturbx.estimators.MaskAverage`).
 
     Parameters
     ----------
@@ -41,75 +120,93 @@ class GridRegression:
     p_keep : float
         Probability that a grid cell keeps the input.
     n_fit : int, default 512
-        Masks the surrogate is fitted on (at least ``4 G`` are used for a grid of ``G``
-        cells); the fit happens earlier when :meth:`standard_error` or :meth:`finalize`
-        is called first.
+        Masks the surrogate is fitted on (at least four per coefficient are used).
+    features : {"blocks", "cells"}, default "blocks"
+        The surrogate: linear in the mask's block means or in the grid cells (module notes).
     track_error : bool, default False
         Keep what :meth:`standard_error` needs.
     """
 
     chunk_type = GridChunk
 
-    def __init__(self, backend, p_keep: float, *, n_fit: int = 512, track_error: bool = False) -> None:
-        self.backend, self.p_keep, self.n_fit = backend, float(p_keep), int(n_fit)
-        self.residual = MaskAverage(backend, p_keep, control_variate=True, track_error=track_error)
+    def __init__(self, backend, p_keep: float, *, n_fit: int = 512, features: str = "blocks",
+                 track_error: bool = False) -> None:
+        if features not in FEATURES:
+            raise ValueError(f"The 'features' parameter of GridRegression must be one of {FEATURES}. "
+                             f"Got {features!r} instead.")
+        self.backend, self.p_keep, self.n_fit, self.features = backend, float(p_keep), int(n_fit), features
+        self.track_error = track_error
+        self.residual = self._residual_estimator()
         self._kept: list[tuple[GridChunk, np.ndarray]] = []  # chunks and scores before the fit
         self._n_kept = 0
-        self.coef: np.ndarray | None = None  # (1 + G, T): intercept and cell coefficients, once fitted
+        self._basis: _Blocks | _Cells | None = None
+        self.coef: np.ndarray | None = None  # (1 + F, T): intercept and feature coefficients, once fitted
         self._surrogate_map: np.ndarray | None = None
+
+    def _residual_estimator(self) -> MaskAverage:
+        return MaskAverage(self.backend, self.p_keep, control_variate=True, track_error=self.track_error)
 
     def update(self, chunk: GridChunk, masks, scores: np.ndarray) -> None:
         scores = np.asarray(scores, dtype=np.float64)
+        if self._basis is None:
+            self._basis = (_Blocks if self.features == "blocks" else _Cells)(chunk.upsampler)
         if self.coef is None:
             self._kept.append((chunk, scores))
             self._n_kept += chunk.size
-            if self._n_kept >= max(self.n_fit, 4 * chunk.grids[0].size):
-                self._fit()
+            if self._n_kept >= max(self.n_fit, 4 * (1 + self._basis.n_features)):
+                self.coef, self._surrogate_map = self._fit()
+                self._fold_kept(self.residual)
+                self._kept, self._n_kept = [], 0
             return
-        self.residual.update(chunk, masks, scores - self._predict(chunk))
+        self.residual.update(chunk, masks, scores - self._predict(chunk, self.coef))
 
-    def _predict(self, chunk: GridChunk) -> np.ndarray:
-        """The surrogate's scores ``(n, T)`` of a chunk's grids."""
-        cells = chunk.grids.reshape(chunk.size, -1).astype(np.float64)
-        return self.coef[0] + cells @ self.coef[1:]
+    def _predict(self, chunk: GridChunk, coef: np.ndarray) -> np.ndarray:
+        """The surrogate's scores ``(n, T)`` of a chunk's masks."""
+        return coef[0] + self._basis.features(chunk) @ coef[1:]
 
-    def _fit(self) -> None:
-        """Fit the surrogate on the kept masks, then fold their residuals (their masks rebuilt from the grids)."""
-        chunks = [c for c, _ in self._kept]
-        cells = np.concatenate([c.grids.reshape(c.size, -1) for c in chunks]).astype(np.float64)
+    def _fit(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients ``(1 + F, T)`` fitted on the kept masks and their surrogate's exact map ``(T, H * W)``.
+
+        Fewer than ``2 (1 + F)`` kept masks: no fit, all coefficients zero (the mean control variate).
+        """
         scores = np.concatenate([s for _, s in self._kept])
-        n, g = cells.shape
-        design = np.hstack([np.ones((n, 1)), cells])
-        penalty = RIDGE * n * np.eye(g + 1)
+        n, k = len(scores), self._basis.n_features
+        if n < 2 * (k + 1):
+            coef = np.zeros((k + 1, scores.shape[1]))
+            return coef, np.zeros((scores.shape[1], 1))
+        design = np.hstack([np.ones((n, 1)), np.concatenate([self._basis.features(c) for c, _ in self._kept])])
+        penalty = RIDGE * n * np.eye(k + 1)
         penalty[0, 0] = 0.0
-        self.coef = np.linalg.solve(design.T @ design + penalty, design.T @ scores)
-        self._surrogate_map = self._exact_map(chunks[0].upsampler)
+        coef = np.linalg.solve(design.T @ design + penalty, design.T @ scores)
+        return coef, self._basis.exact_map(coef, self.p_keep)
+
+    def _fold_kept(self, residual: MaskAverage, coef: np.ndarray | None = None) -> None:
+        """Fold the kept masks' residuals into ``residual`` (their masks rebuilt from the grids)."""
+        coef = self.coef if coef is None else coef
         for chunk, s in self._kept:
             masks = chunk.materialize(self.backend, np.float32)
-            self.residual.update(chunk, masks, s - self._predict(chunk))
-        self._kept, self._n_kept = [], 0
+            residual.update(chunk, masks, s - self._predict(chunk, coef))
 
-    def _exact_map(self, upsampler) -> np.ndarray:
-        """``E[g M(u)] / p`` of the linear surrogate, ``(T, H * W)``."""
-        p, b0, b = self.p_keep, self.coef[0], self.coef[1:]  # (T,), (G, T)
-        per_cell = b0[None, :] + b * (1.0 - p) + p * b.sum(axis=0, keepdims=True)  # (G, T)
-        return per_cell.T @ upsampler.mean_cell_weights()
-
-    def _ensure_fitted(self) -> None:
-        if self.coef is None:
-            if not self._kept:
-                raise ValueError("GridRegression has seen no masks yet; a run needs at least one model batch "
-                                 "of masks.")
-            self._fit()
+    def _current(self) -> tuple[MaskAverage, np.ndarray]:
+        """The residual estimator and the surrogate's map: the fitted ones, or a provisional fit on the kept masks."""
+        if self.coef is not None:
+            return self.residual, self._surrogate_map
+        if not self._kept:
+            raise ValueError("GridRegression has seen no masks yet; a run needs at least one model batch "
+                             "of masks.")
+        coef, surrogate_map = self._fit()
+        residual = self._residual_estimator()
+        self._fold_kept(residual, coef)
+        return residual, surrogate_map
 
     def finalize(self) -> np.ndarray:
         """Saliency ``(T, H, W)``: the surrogate's exact map plus the residual's estimate."""
-        self._ensure_fitted()
-        residual = self.residual.finalize()
-        return self._surrogate_map.reshape(residual.shape) + residual
+        residual, surrogate_map = self._current()
+        estimate = residual.finalize()
+        return (surrogate_map + estimate.reshape(len(estimate), -1)).reshape(estimate.shape)
 
     def standard_error(self, centred: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Estimate ``(T, D)`` and its standard error ``(T, D)``: the residual's (the surrogate's map is exact)."""
-        self._ensure_fitted()
-        estimate, error = self.residual.standard_error(centred)
-        return estimate + self._surrogate_map, error
+        residual, surrogate_map = self._current()
+        estimate, error = residual.standard_error(centred)
+        return estimate + surrogate_map, error
