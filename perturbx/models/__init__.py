@@ -11,10 +11,14 @@
 * :class:`DemoSegmenter` -- a small encoder-decoder for the same scenes,
   returning logits ``(N, 1 + C, H, W)`` (channel 0 background);
   :func:`train_demo_segmenter`, :func:`load_demo_segmenter`.
+* :class:`TexturedCNN` -- a confident classifier (average-pooled head, probabilities
+  near 1) of small shapes on strongly textured backgrounds (:func:`textured_shapes`),
+  a model with other score statistics than the demo CNN's; :func:`train_textured_model`,
+  :func:`load_textured_model`.
 * :func:`resnet18_shaped` -- a randomly initialised network with the shape and
   the module names of torchvision's ResNet-18 (without needing torchvision).
 
-The three trained models are cached with the same rules (``cache_dir`` or
+The trained models are cached with the same rules (``cache_dir`` or
 ``$PERTURBX_CACHE`` or ``~/.cache/perturbx``, the recipe version in the file
 name, atomic writes, ``torch.load(weights_only=True)``).
 
@@ -51,6 +55,16 @@ from .classifier import (  # noqa: F401
 )
 from .detector import DETECTOR_RECIPE_VERSION, DemoDetector, load_demo_detector, train_demo_detector
 from .segmenter import SEGMENTER_RECIPE_VERSION, DemoSegmenter, load_demo_segmenter, train_demo_segmenter
+from .textured import (
+    TEXTURED_DATA,
+    TEXTURED_RECIPE_VERSION,
+    TEXTURED_TEST_SEED,
+    TEXTURED_TRAIN_SEED,
+    TexturedCNN,
+    load_textured_model,
+    textured_shapes,
+    train_textured_model,
+)
 
 __all__ = [
     "DEMO_RECIPE_VERSION",
@@ -60,16 +74,24 @@ __all__ = [
     "SCENE_TEST_SEED",
     "SCENE_TRAIN_SEED",
     "SEGMENTER_RECIPE_VERSION",
+    "TEXTURED_DATA",
+    "TEXTURED_RECIPE_VERSION",
+    "TEXTURED_TEST_SEED",
+    "TEXTURED_TRAIN_SEED",
     "DemoCNN",
     "DemoDetector",
     "DemoEmbedding",
     "DemoSegmenter",
+    "TexturedCNN",
     "demo_embedding",
     "load_demo_detector",
     "load_demo_model",
     "load_demo_segmenter",
+    "load_textured_model",
     "resnet18_shaped",
+    "textured_shapes",
     "train_demo_detector",
     "train_demo_model",
     "train_demo_segmenter",
+    "train_textured_model",
 ]
