@@ -261,13 +261,14 @@ class _Stream:
     def fold(self, piece: _Piece, stopping: Stopping | None) -> None:
         """Fold a scored chunk into the estimator; check convergence on the run's schedule."""
         self.in_flight -= 1
-        self.plan.estimator.update(piece.chunk, piece.masks, piece.scores)
         result = self.result
         result.n_queries += piece.chunk.size
-        if result.n_queries >= self.next_check or (stopping is not None and result.n_queries >= self.limit):
-            if _check(self.plan.estimator, stopping, result):
-                self.done = True
-            self.next_check = max(self.next_check * stopping.growth, result.n_queries + 1)
+        with host_math():
+            self.plan.estimator.update(piece.chunk, piece.masks, piece.scores)
+            if result.n_queries >= self.next_check or (stopping is not None and result.n_queries >= self.limit):
+                if _check(self.plan.estimator, stopping, result):
+                    self.done = True
+                self.next_check = max(self.next_check * stopping.growth, result.n_queries + 1)
 
 
 @dataclass
@@ -430,6 +431,28 @@ def predict_in_batches(adapter, batch, target: Target | None = None) -> np.ndarr
     if n <= size:
         return call(batch)
     return np.concatenate([call(batch[i:i + size]) for i in range(0, n, size)])
+
+
+_BLAS = None
+
+
+@contextmanager
+def host_math():
+    """Context in which numpy's BLAS runs on one thread: the estimators' own linear algebra.
+
+    Their products and solves are small (a few thousand rows by at most a few hundred
+    columns), gain nothing from more threads, and with several they contend with the
+    model's threads, which have just run: on 2 cores the jackknife solves of KernelSHAP at
+    1,000 samples took several times their one-thread time (``benchmarks/RESULTS.md``,
+    issue 16). The limit is process-wide while it holds; models are never called inside.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _check(estimator: ErrorEstimating, stopping: Stopping, result: RunResult) -> bool:

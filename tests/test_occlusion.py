@@ -107,3 +107,27 @@ def test_stride_larger_than_window(rng):
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         perturbx.Occlusion(**kwargs)
+
+
+@pytest.mark.parametrize("shape, window, stride", [((13, 17), (4, 5), (3, 2)), ((3, 9, 11), (2, 3, 4), (1, 2, 3))])
+def test_windows_folded_from_positions_equal_folding_their_masks(rng, shape, window, stride):
+    """ScoreDrop reads a window chunk's positions, not its masks: the same map as from the masks."""
+    from perturbx.backend import NUMPY
+    from perturbx.estimators import ScoreDrop
+    from perturbx.samplers import SlidingWindowSampler
+
+    class Masks:  # the same masks, as a chunk of no known kind
+        def __init__(self, chunk):
+            self.chunk, self.size = chunk, chunk.size
+
+    sampler = SlidingWindowSampler(shape, window, stride)
+    reference = np.array([1.5, -0.25])
+    by_position, by_mask = ScoreDrop(NUMPY, reference), ScoreDrop(NUMPY, reference)
+    for chunk in sampler.chunks(7):
+        masks = chunk.materialize(NUMPY, np.float32)
+        scores = rng.normal(size=(chunk.size, 2))
+        by_position.update(chunk, masks, scores)
+        by_mask.update(Masks(chunk), masks, scores)
+    expected = by_mask.finalize()
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(by_position.finalize(), expected, rtol=1e-5, atol=1e-6)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 #: most superpixels for which the surrogate's Shapley values are enumerated exactly
 EXACT_MAX_PLAYERS = 18
@@ -45,8 +46,8 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(t: np.ndarray) -> np.ndarray:
-    """The logistic function, without overflow."""
-    return 0.5 * (1.0 + np.tanh(0.5 * t))
+    """The logistic function, without overflow (scipy's ``expit``)."""
+    return expit(t)
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,23 @@ def sampled_shapley(game: LogisticGame, n_orders: int = 4096, seed: int = 0) -> 
     order = np.argsort(np.random.default_rng(seed).random((n_orders, m)), axis=1)
     position = np.empty_like(order)
     np.put_along_axis(position, order, np.broadcast_to(np.arange(m), order.shape), axis=1)
+    at = np.zeros((m + 1, m), dtype=np.int64)  # at[p + 1, j]: orders placing player j at position p
+    np.add.at(at, (position.ravel() + 1, np.tile(np.arange(m), n_orders)), 1)
+    after_count = np.maximum(n_orders - np.cumsum(at, axis=0)[:m], 1)  # (s, j): orders placing j at >= s
     rows = np.arange(n_orders)
     log_odds = np.full(n_orders, float(game.offset))  # of the first s players of each order
     inter = np.zeros((n_orders, m))  # sum over the first s players i of pair[i, j]
+    gain = np.empty((n_orders, m))  # reused by in-place steps: no fresh (n_orders, M) temporaries per size
     phi = np.zeros(m)
     for s in range(m):
-        gain = sigmoid(log_odds[:, None] + game.coef[None, :] + inter) - sigmoid(log_odds)[:, None]
-        after = position >= s
-        phi += (gain * after).sum(axis=0) / np.maximum(after.sum(axis=0), 1)
+        np.add(inter, game.coef, out=gain)
+        gain += log_odds[:, None]
+        expit(gain, out=gain)
+        gain -= expit(log_odds)[:, None]
+        gain *= position >= s
+        phi += gain.sum(axis=0) / after_count[s]
         new = order[:, s]
-        log_odds = log_odds + game.coef[new] + inter[rows, new]
+        log_odds += game.coef[new] + inter[rows, new]
         inter += game.pair[new]
     return phi / m
 

@@ -88,11 +88,13 @@ class PerturbationExplainer(Explainer):
 
     def _estimate(self, ctx: Context, budget: int | None) -> tuple[np.ndarray, dict[str, Any]]:
         """Attributions ``(T, ...)`` and extras, from one engine run of :meth:`_plan`."""
-        plan = self._plan(ctx)
+        with engine.host_math():  # samplers' setup is host linear algebra too (no model call)
+            plan = self._plan(ctx)
         result = engine.run(plan, ctx.adapter, ctx.target, budget=budget, progress=self.progress,
                             desc=type(self).__name__, stopping=self._stopping())
-        maps = plan.estimator.finalize()
-        extras = self._extras(ctx, plan)
+        with engine.host_math():
+            maps = plan.estimator.finalize()
+            extras = self._extras(ctx, plan)
         extras.update(result.extras())
         return maps, extras
 
@@ -124,14 +126,16 @@ class PerturbationExplainer(Explainer):
         start, before = time.perf_counter(), adapter.n_queries
         requests = self._requests(adapter, xs, targets)
         contexts = [self._context(r) for r in requests]
-        plans = [self._plan(c) for c in contexts]
+        with engine.host_math():
+            plans = [self._plan(c) for c in contexts]
         results = engine.run_many(plans, adapter, [c.target for c in contexts], budgets=[r.budget for r in requests],
                                   progress=self.progress, desc=type(self).__name__, stopping=self._stopping())
         elapsed, total = time.perf_counter() - start, max(adapter.n_queries - before, 1)
         out = []
         for request, ctx, plan, result in zip(requests, contexts, plans, results, strict=True):
-            maps = plan.estimator.finalize()  # before the extras, which read the finished estimator
-            extras = self._extras(ctx, plan)
+            with engine.host_math():
+                maps = plan.estimator.finalize()  # before the extras, which read the finished estimator
+                extras = self._extras(ctx, plan)
             extras.update(result.extras())
             n = 1 + result.n_queries
             out.append(self._explanation(request, maps, extras, n, elapsed * n / total))
