@@ -17,6 +17,11 @@
   :func:`load_textured_model`.
 * :func:`resnet18_shaped` -- a randomly initialised network with the shape and
   the module names of torchvision's ResNet-18 (without needing torchvision).
+* :func:`resnet50_shaped` -- the same for torchvision's ResNet-50 (``benchmarks/gpu.sh``).
+* :func:`vgg_shaped` -- a VGG-11-shaped network (optionally with batch norm) for the LRP
+  comparisons with zennit.
+* :class:`TinyViT` -- a small vision transformer; :func:`train_demo_vit`, :func:`load_demo_vit`
+  (attention rollout and token Grad-CAM).
 
 The trained models are cached with the same rules (``cache_dir`` or
 ``$PERTURBX_CACHE`` or ``~/.cache/perturbx``, the recipe version in the file
@@ -54,6 +59,7 @@ from .classifier import (  # noqa: F401
     train_demo_model,
 )
 from .detector import DETECTOR_RECIPE_VERSION, DemoDetector, load_demo_detector, train_demo_detector
+from .resnet50 import resnet50_shaped
 from .segmenter import SEGMENTER_RECIPE_VERSION, DemoSegmenter, load_demo_segmenter, train_demo_segmenter
 from .textured import (
     TEXTURED_DATA,
@@ -65,6 +71,8 @@ from .textured import (
     textured_shapes,
     train_textured_model,
 )
+from .vgg import VGG11_CONFIG, vgg_shaped
+from .vit import VIT_RECIPE_VERSION, TinyViT, demo_vit, load_demo_vit, train_demo_vit
 
 __all__ = [
     "DEMO_RECIPE_VERSION",
@@ -78,20 +86,28 @@ __all__ = [
     "TEXTURED_RECIPE_VERSION",
     "TEXTURED_TEST_SEED",
     "TEXTURED_TRAIN_SEED",
+    "VGG11_CONFIG",
+    "VIT_RECIPE_VERSION",
     "DemoCNN",
     "DemoDetector",
     "DemoEmbedding",
     "DemoSegmenter",
     "TexturedCNN",
+    "TinyViT",
     "demo_embedding",
+    "demo_vit",
     "load_demo_detector",
     "load_demo_model",
     "load_demo_segmenter",
+    "load_demo_vit",
     "load_textured_model",
     "resnet18_shaped",
+    "resnet50_shaped",
     "textured_shapes",
     "train_demo_detector",
     "train_demo_model",
     "train_demo_segmenter",
+    "train_demo_vit",
     "train_textured_model",
+    "vgg_shaped",
 ]
