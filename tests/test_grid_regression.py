@@ -110,6 +110,20 @@ def test_regression_and_mean_estimates_share_their_limit(rng):
     assert np.abs(maps[0] - maps[1]).max() < 0.05 * spread
 
 
+def test_the_map_does_not_depend_on_the_chunk_size(rng):
+    """The surrogate is fitted on exactly the first n_fit masks, wherever the chunks end."""
+    w = rng.normal(size=(2, 16, 16))
+    score = lambda cells, masks: np.tanh(masks.reshape(len(masks), -1) @ w.reshape(2, -1).T / 20)  # noqa: E731
+    maps = [fold(GridRegression(NUMPY, 0.5, n_fit=300), RandomGridSampler((16, 16), 700, (4, 4), 0.5,
+                                                                           np.random.default_rng(4)), score, chunk)
+            for chunk in (64, 37, 700)]
+    for other in maps[1:]:
+        np.testing.assert_allclose(other, maps[0], rtol=0, atol=1e-6 * np.abs(maps[0]).max())  # float32 sums
+    split = GridRegression(NUMPY, 0.5, n_fit=300)
+    fold(split, RandomGridSampler((16, 16), 700, (4, 4), 0.5, np.random.default_rng(4)), score, 37)
+    assert split.coef is not None and not split._kept   # fitted, and nothing kept after the fit
+
+
 def test_standard_error_and_stopping_work(rng):
     model = lambda b: np.tanh(b.reshape(len(b), -1).mean(1, keepdims=True))  # noqa: E731
     x = rng.random((3, 12, 12), dtype=np.float32)

@@ -52,6 +52,12 @@ def _block_average(n: int, blocks: int) -> np.ndarray:
     return out
 
 
+def _split(chunk: GridChunk, k: int) -> tuple[GridChunk, GridChunk]:
+    """The chunk's first ``k`` masks and the rest."""
+    return (GridChunk(chunk.grids[:k], chunk.shifts[:k], chunk.upsampler),
+            GridChunk(chunk.grids[k:], chunk.shifts[k:], chunk.upsampler))
+
+
 class _Axis:
     """One image axis of the block surrogate: per-shift block projections and the shift-averaged kernel."""
 
@@ -107,7 +113,8 @@ class _Cells:
 class GridRegression:
     """Streaming RISE estimate with a linear surrogate of the score as control variate.
 
-    The surrogate is fitted once ``n_fit`` masks have been seen and kept from then on;
+    The surrogate is fitted on exactly the first ``n_fit`` masks (a chunk that crosses
+    that count is split, so the map does not depend on the batch size) and kept from then on;
     an estimate asked for before (:meth:`finalize` on a smaller run, :meth:`standard_error`
     at an early-stopping check) fits it provisionally on the masks seen so far, which does
     not change what later masks are folded with. With fewer masks than twice the
@@ -151,9 +158,15 @@ class GridRegression:
         if self._basis is None:
             self._basis = (_Blocks if self.features == "blocks" else _Cells)(chunk.upsampler)
         if self.coef is None:
+            need = max(self.n_fit, 4 * (1 + self._basis.n_features)) - self._n_kept
+            if chunk.size > need:  # fit on exactly the first masks, whatever the chunk size
+                head, tail = _split(chunk, need)
+                self.update(head, masks[:need], scores[:need])
+                self.update(tail, masks[need:], scores[need:])
+                return
             self._kept.append((chunk, scores))
             self._n_kept += chunk.size
-            if self._n_kept >= max(self.n_fit, 4 * (1 + self._basis.n_features)):
+            if chunk.size == need:
                 self.coef, self._surrogate_map = self._fit()
                 self._fold_kept(self.residual)
                 self._kept, self._n_kept = [], 0
