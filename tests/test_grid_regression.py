@@ -138,6 +138,50 @@ def test_bad_control_variate(value):
         perturbx.RISE(control_variate=value)
 
 
+def test_isotonic_link_follows_a_saturating_score():
+    """A probability, the logistic of a score linear in the block means: the isotonic link's estimate is closest."""
+    rng = np.random.default_rng(6)
+    spatial, grid = (16, 16), (4, 4)
+    rows, cols = grid_regression._block_average(16, 5), grid_regression._block_average(16, 5)
+    weights = np.einsum("ab,ay,bx->yx", rng.normal(size=(5, 5)), rows, cols).ravel()
+    sample = next(RandomGridSampler(spatial, 4000, grid, 0.5, np.random.default_rng(3)).chunks(4000))
+    eta = sample.materialize(NUMPY, np.float64).reshape(4000, -1) @ weights
+    weights, offset = 3 * weights / eta.std(), -3 * eta.mean() / eta.std()     # logits of spread 3 around 0
+    score = lambda cells, masks: 1 / (1 + np.exp(-(masks.reshape(len(masks), -1) @ weights + offset)))[:, None]  # noqa: E731
+    reference = fold(MaskAverage(NUMPY, 0.5, control_variate=True),
+                     RandomGridSampler(spatial, 200_000, grid, 0.5, np.random.default_rng(2)), score, chunk=8192)
+    errors = {}
+    for link in ("linear", "isotonic"):
+        maps = [fold(GridRegression(NUMPY, 0.5, link=link), RandomGridSampler(spatial, 600, grid, 0.5,
+                                                                             np.random.default_rng(s)), score)
+                for s in range(10, 16)]
+        errors[link] = np.mean([np.linalg.norm(m - reference) for m in maps])
+    assert errors["isotonic"] < 0.5 * errors["linear"], errors   # measured 0.027 against 0.077
+
+
+def test_isotonic_link_keeps_a_linear_score_exact(monkeypatch):
+    """For a score linear in the block means the fitted link is the identity: the map stays (almost) exact.
+
+    Not to rounding: the link is clipped outside the linear scores of the masks it was fitted
+    on, and the remainder's map is a Monte Carlo estimate; both leave ~5e-4 of the map's scale.
+    """
+    monkeypatch.setattr(grid_regression, "RIDGE", 1e-12)
+    spatial, grid = (18, 23), (4, 5)
+    rows, cols = grid_regression._block_average(18, 5), grid_regression._block_average(23, 6)
+    coef = np.random.default_rng(3).normal(size=(5 * 6, 1))
+    pixel_weights = np.einsum("abt,ay,bx->tyx", coef.reshape(5, 6, 1), rows, cols)
+    score = lambda cells, masks: 0.3 + masks.reshape(len(masks), -1) @ pixel_weights.reshape(1, -1).T  # noqa: E731
+    est = fold(GridRegression(NUMPY, 0.5, n_fit=300, link="isotonic"),
+               RandomGridSampler(spatial, 300, grid, 0.5, np.random.default_rng(1)), score)
+    exact = exact_rise_map(spatial, grid, 0.5, pixel_weights, np.full(1, 0.3))
+    np.testing.assert_allclose(est.reshape(1, -1), exact, rtol=0, atol=2e-3 * np.abs(exact).max())
+
+
+def test_bad_link():
+    with pytest.raises(ValueError, match="'link' parameter of GridRegression must be one of .* Got 'logit'"):
+        GridRegression(NUMPY, 0.5, link="logit")
+
+
 def test_bad_features():
     with pytest.raises(ValueError, match="'features' parameter of GridRegression must be one of .* Got 'pixels'"):
         GridRegression(NUMPY, 0.5, features="pixels")

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from perturbx.samplers.random_grid import GridChunk, interpolation_matrix
+from perturbx.backend import NUMPY
+from perturbx.samplers.random_grid import GridChunk, RandomGridSampler, interpolation_matrix
 
 from .mask_average import MaskAverage
 
@@ -41,6 +42,17 @@ from .mask_average import MaskAverage
 RIDGE = 1e-3
 #: the surrogates :class:`GridRegression` can fit
 FEATURES = ("blocks", "cells")
+#: links of the surrogate: the linear score itself, or a monotone function of it fitted to the scores
+LINKS = ("linear", "isotonic")
+#: masks (drawn without the model, fixed seed) that estimate the map of an isotonic link's remainder
+N_FREE, FREE_SEED = 16384, 20_20
+
+
+def _apply_links(links: list | None, eta: np.ndarray) -> np.ndarray:
+    """The surrogate's scores ``(n, T)`` from its linear scores ``eta`` ``(n, T)`` (per-target links)."""
+    if links is None:
+        return eta
+    return np.stack([link.predict(eta[:, t]) for t, link in enumerate(links)], axis=1)
 
 
 def _block_average(n: int, blocks: int) -> np.ndarray:
@@ -130,6 +142,13 @@ class GridRegression:
         Masks the surrogate is fitted on (at least four per coefficient are used).
     features : {"blocks", "cells"}, default "blocks"
         The surrogate: linear in the mask's block means or in the grid cells (module notes).
+    link : {"linear", "isotonic"}, default "linear"
+        ``"isotonic"``: the surrogate is ``h(eta)``, ``eta`` the linear surrogate and ``h``
+        the monotone function of it that best fits the scores (scikit-learn's
+        ``IsotonicRegression``), for scores that saturate (probabilities). The map of
+        ``eta`` stays exact; that of ``h(eta) - eta`` is a Monte Carlo estimate over
+        ``N_FREE`` masks drawn without the model (fixed seed): no queries, but
+        ``N_FREE`` masks' worth of CPU time at the image's resolution.
     track_error : bool, default False
         Keep what :meth:`standard_error` needs.
     """
@@ -137,10 +156,12 @@ class GridRegression:
     chunk_type = GridChunk
 
     def __init__(self, backend, p_keep: float, *, n_fit: int = 512, features: str = "blocks",
-                 track_error: bool = False) -> None:
-        if features not in FEATURES:
-            raise ValueError(f"The 'features' parameter of GridRegression must be one of {FEATURES}. "
-                             f"Got {features!r} instead.")
+                 link: str = "linear", track_error: bool = False) -> None:
+        for name, value, allowed in (("features", features, FEATURES), ("link", link, LINKS)):
+            if value not in allowed:
+                raise ValueError(f"The '{name}' parameter of GridRegression must be one of {allowed}. "
+                                 f"Got {value!r} instead.")
+        self.link = link
         self.backend, self.p_keep, self.n_fit, self.features = backend, float(p_keep), int(n_fit), features
         self.track_error = track_error
         self.residual = self._residual_estimator()
@@ -148,6 +169,7 @@ class GridRegression:
         self._n_kept = 0
         self._basis: _Blocks | _Cells | None = None
         self.coef: np.ndarray | None = None  # (1 + F, T): intercept and feature coefficients, once fitted
+        self._links: list | None = None  # per target: the fitted isotonic link, or None (linear)
         self._surrogate_map: np.ndarray | None = None
 
     def _residual_estimator(self) -> MaskAverage:
@@ -167,18 +189,18 @@ class GridRegression:
             self._kept.append((chunk, scores))
             self._n_kept += chunk.size
             if chunk.size == need:
-                self.coef, self._surrogate_map = self._fit()
+                self.coef, self._links, self._surrogate_map = self._fit()
                 self._fold_kept(self.residual)
                 self._kept, self._n_kept = [], 0
             return
-        self.residual.update(chunk, masks, scores - self._predict(chunk, self.coef))
+        self.residual.update(chunk, masks, scores - self._predict(chunk, self.coef, self._links))
 
-    def _predict(self, chunk: GridChunk, coef: np.ndarray) -> np.ndarray:
+    def _predict(self, chunk: GridChunk, coef: np.ndarray, links: list | None) -> np.ndarray:
         """The surrogate's scores ``(n, T)`` of a chunk's masks."""
-        return coef[0] + self._basis.features(chunk) @ coef[1:]
+        return _apply_links(links, coef[0] + self._basis.features(chunk) @ coef[1:])
 
-    def _fit(self) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients ``(1 + F, T)`` fitted on the kept masks and their surrogate's exact map ``(T, H * W)``.
+    def _fit(self) -> tuple[np.ndarray, list | None, np.ndarray]:
+        """Coefficients ``(1 + F, T)`` and links fitted on the kept masks, and their surrogate's map ``(T, H * W)``.
 
         Fewer than ``2 (1 + F)`` kept masks: no fit, all coefficients zero (the mean control variate).
         """
@@ -186,19 +208,37 @@ class GridRegression:
         n, k = len(scores), self._basis.n_features
         if n < 2 * (k + 1):
             coef = np.zeros((k + 1, scores.shape[1]))
-            return coef, np.zeros((scores.shape[1], 1))
+            return coef, None, np.zeros((scores.shape[1], 1))
         design = np.hstack([np.ones((n, 1)), np.concatenate([self._basis.features(c) for c, _ in self._kept])])
         penalty = RIDGE * n * np.eye(k + 1)
         penalty[0, 0] = 0.0
         coef = np.linalg.solve(design.T @ design + penalty, design.T @ scores)
-        return coef, self._basis.exact_map(coef, self.p_keep)
+        surrogate_map = self._basis.exact_map(coef, self.p_keep)
+        if self.link == "linear":
+            return coef, None, surrogate_map
+        from sklearn.isotonic import IsotonicRegression
 
-    def _fold_kept(self, residual: MaskAverage, coef: np.ndarray | None = None) -> None:
+        eta = design @ coef
+        links = [IsotonicRegression(out_of_bounds="clip").fit(eta[:, t], scores[:, t]) for t in range(len(coef[0]))]
+        return coef, links, surrogate_map + self._remainder_map(coef, links, self._kept[0][0].upsampler)
+
+    def _remainder_map(self, coef: np.ndarray, links: list, upsampler) -> np.ndarray:
+        """Monte Carlo map ``(T, H * W)`` of ``h(eta) - eta`` over ``N_FREE`` masks drawn without the model."""
+        sampler = RandomGridSampler(upsampler.spatial, N_FREE, upsampler.grid, self.p_keep,
+                                    np.random.default_rng(FREE_SEED))
+        estimate = MaskAverage(NUMPY, self.p_keep, control_variate=True)
+        for chunk in sampler.chunks(1024):
+            eta = coef[0] + self._basis.features(chunk) @ coef[1:]
+            estimate.update(chunk, chunk.materialize(NUMPY, np.float32), _apply_links(links, eta) - eta)
+        return estimate.finalize().reshape(len(coef[0]), -1)
+
+    def _fold_kept(self, residual: MaskAverage, coef: np.ndarray | None = None, links: list | None = None) -> None:
         """Fold the kept masks' residuals into ``residual`` (their masks rebuilt from the grids)."""
-        coef = self.coef if coef is None else coef
+        if coef is None:
+            coef, links = self.coef, self._links
         for chunk, s in self._kept:
             masks = chunk.materialize(self.backend, np.float32)
-            residual.update(chunk, masks, s - self._predict(chunk, coef))
+            residual.update(chunk, masks, s - self._predict(chunk, coef, links))
 
     def _current(self) -> tuple[MaskAverage, np.ndarray]:
         """The residual estimator and the surrogate's map: the fitted ones, or a provisional fit on the kept masks."""
@@ -207,9 +247,9 @@ class GridRegression:
         if not self._kept:
             raise ValueError("GridRegression has seen no masks yet; a run needs at least one model batch "
                              "of masks.")
-        coef, surrogate_map = self._fit()
+        coef, links, surrogate_map = self._fit()
         residual = self._residual_estimator()
-        self._fold_kept(residual, coef)
+        self._fold_kept(residual, coef, links)
         return residual, surrogate_map
 
     def finalize(self) -> np.ndarray:
