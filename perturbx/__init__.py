@@ -33,6 +33,7 @@ __all__ = [
     "DRISE",
     "LIME",
     "RISE",
+    "Amortized",
     "CoarseToFineOcclusion",
     "Comparison",
     "DatasetResults",
@@ -56,10 +57,14 @@ __all__ = [
     "targets",
 ]
 
-_LAZY = ("datasets", "models", "gradients", "registry")
+_LAZY = ("datasets", "models", "gradients", "registry", "amortized")
+#: classes exported lazily (their modules import torch): name -> module
+_LAZY_CLASSES = {"Amortized": "amortized"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_CLASSES:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_CLASSES[name]}"), name)
     raise AttributeError(f"module 'perturbx' has no attribute {name!r}")
