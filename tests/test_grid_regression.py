@@ -177,6 +177,17 @@ def test_isotonic_link_keeps_a_linear_score_exact(monkeypatch):
     np.testing.assert_allclose(est.reshape(1, -1), exact, rtol=0, atol=2e-3 * np.abs(exact).max())
 
 
+def test_mask_average_without_masks_equals_the_materialised_one():
+    sampler = RandomGridSampler((21, 17), 500, (3, 4), 0.5, np.random.default_rng(8))
+    chunk = next(sampler.chunks(500))
+    values = np.random.default_rng(9).normal(size=(500, 2))
+    masks = chunk.materialize(NUMPY, np.float64).reshape(500, -1)
+    brute = (values - values.mean(0)).T @ masks / (499 * 0.5) + values.mean(0)[:, None]
+    head, tail = grid_regression._split(chunk, 200)
+    parts = [(head, values[:200]), (tail, values[200:])]
+    np.testing.assert_allclose(grid_regression._mask_average(parts, 0.5), brute, rtol=0, atol=1e-12)
+
+
 def test_bad_link():
     with pytest.raises(ValueError, match="'link' parameter of GridRegression must be one of .* Got 'logit'"):
         GridRegression(NUMPY, 0.5, link="logit")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from perturbx.backend import NUMPY
 from perturbx.samplers.random_grid import GridChunk, RandomGridSampler, interpolation_matrix
 
 from .mask_average import MaskAverage
@@ -68,6 +67,36 @@ def _split(chunk: GridChunk, k: int) -> tuple[GridChunk, GridChunk]:
     """The chunk's first ``k`` masks and the rest."""
     return (GridChunk(chunk.grids[:k], chunk.shifts[:k], chunk.upsampler),
             GridChunk(chunk.grids[k:], chunk.shifts[k:], chunk.upsampler))
+
+
+def _mask_average(parts, p: float) -> np.ndarray:
+    """``sum_n (v_n - vbar) M_n / ((n - 1) p) + vbar`` ``(T, H * W)`` over ``(chunk, values (n, T))`` parts.
+
+    No mask is materialised: masks that share a shift share their interpolation, so the
+    value-weighted grids are summed per shift and each sum is upsampled once; memory and
+    time do not grow with the masks times the image size.
+    """
+    sums = ones = None
+    total, n = 0.0, 0
+    for chunk, values in parts:
+        up = chunk.upsampler
+        key = chunk.shifts[:, 0] * up.cell[1] + chunk.shifts[:, 1]
+        grids = chunk.grids.astype(np.float64)
+        if sums is None:
+            sums = np.zeros((up.cell[0] * up.cell[1], values.shape[1], *up.grid))
+            ones = np.zeros((len(sums), *up.grid))
+        np.add.at(sums, key, values[:, :, None, None] * grids[:, None])
+        np.add.at(ones, key, grids)
+        total, n = total + values.sum(axis=0), n + len(values)
+    mean = total / n
+    sums = (sums - mean[None, :, None, None] * ones[:, None]) / (max(n - 1, 1) * p)
+    (h, w), cw = up.spatial, up.cell[1]
+    ry, rx = up._host
+    out = np.zeros((len(mean), h, w))
+    for k in range(len(sums)):
+        dy, dx = divmod(k, cw)
+        out += np.einsum("ya,tab,xb->tyx", ry[dy:dy + h], sums[k], rx[dx:dx + w], optimize=True)
+    return out.reshape(len(mean), -1) + mean[:, None]
 
 
 class _Axis:
@@ -147,8 +176,8 @@ class GridRegression:
         the monotone function of it that best fits the scores (scikit-learn's
         ``IsotonicRegression``), for scores that saturate (probabilities). The map of
         ``eta`` stays exact; that of ``h(eta) - eta`` is a Monte Carlo estimate over
-        ``N_FREE`` masks drawn without the model (fixed seed): no queries, but
-        ``N_FREE`` masks' worth of CPU time at the image's resolution.
+        ``N_FREE`` masks drawn without the model (fixed seed; no queries, none of
+        them materialised).
     track_error : bool, default False
         Keep what :meth:`standard_error` needs.
     """
@@ -226,11 +255,13 @@ class GridRegression:
         """Monte Carlo map ``(T, H * W)`` of ``h(eta) - eta`` over ``N_FREE`` masks drawn without the model."""
         sampler = RandomGridSampler(upsampler.spatial, N_FREE, upsampler.grid, self.p_keep,
                                     np.random.default_rng(FREE_SEED))
-        estimate = MaskAverage(NUMPY, self.p_keep, control_variate=True)
-        for chunk in sampler.chunks(1024):
-            eta = coef[0] + self._basis.features(chunk) @ coef[1:]
-            estimate.update(chunk, chunk.materialize(NUMPY, np.float32), _apply_links(links, eta) - eta)
-        return estimate.finalize().reshape(len(coef[0]), -1)
+
+        def parts():
+            for chunk in sampler.chunks(512):
+                eta = coef[0] + self._basis.features(chunk) @ coef[1:]
+                yield chunk, _apply_links(links, eta) - eta
+
+        return _mask_average(parts(), self.p_keep)
 
     def _fold_kept(self, residual: MaskAverage, coef: np.ndarray | None = None, links: list | None = None) -> None:
         """Fold the kept masks' residuals into ``residual`` (their masks rebuilt from the grids)."""
