@@ -65,9 +65,11 @@ def test_training_through_mlserver_gives_the_maps_of_training_in_process(served)
     for x in held_out:
         got, want = over_http.explain(remote, x, [0, 1, 2, 3]), in_process.explain(local, x, [0, 1, 2, 3])
         assert got.n_queries == 2
+        # the same up to float32 rounding (measured: 5e-7 of the largest value; the server's ONNX Runtime is
+        # another version, and its scores travel as JSON)
         scale = np.abs(want.segment_weights).max()
-        np.testing.assert_allclose(got.segment_weights, want.segment_weights, rtol=0, atol=1e-4 * scale)
-        np.testing.assert_allclose(got.attributions, want.attributions, rtol=0, atol=1e-4 * scale)
+        np.testing.assert_allclose(got.segment_weights, want.segment_weights, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(got.attributions, want.attributions, rtol=0, atol=1e-5 * scale)
     # an explainer trained over HTTP explains the in-process model too (the identity is the model's, not the adapter's)
     np.testing.assert_allclose(over_http.explain(local, held_out[0]).attributions,
                                over_http.explain(remote, held_out[0]).attributions, rtol=0, atol=1e-6)
