@@ -11,7 +11,7 @@
 * :class:`DemoSegmenter` -- a small encoder-decoder for the same scenes,
   returning logits ``(N, 1 + C, H, W)`` (channel 0 background);
   :func:`train_demo_segmenter`, :func:`load_demo_segmenter`.
-* :class:`TexturedCNN` -- a confident classifier (average-pooled head, probabilities
+* :class:`TexturedCNN` -- a confident classifier (the demo CNN's architecture, probabilities
   near 1) of small shapes on strongly textured backgrounds (:func:`textured_shapes`),
   a model with other score statistics than the demo CNN's; :func:`train_textured_model`,
   :func:`load_textured_model`.
