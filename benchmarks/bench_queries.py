@@ -1,12 +1,25 @@
 """Queries for the same map: perturbx's samplers and early stopping against the peers at their defaults.
 
-For each method, on held-out images of the built-in shapes data with the demo CNN (or one
-image of the ResNet-18-shaped CNN, ``--model resnet``), every runner's map is compared with
-a reference map of the same estimand computed with 20x the method's default budget:
+For each method, on held-out images of one of three classifiers with different score
+statistics (``--model``): the demo CNN (max-pooled head, the built-in shapes), the textured
+CNN (``perturbx.models.load_textured_model``: small objects on strongly textured backgrounds,
+the demo CNN's architecture, probabilities close to 1) or the ResNet-18-shaped CNN (random weights,
+top class; ``--size`` sets its resolution, 224 by default), every runner's map is compared
+with a reference map of the same estimand computed with 20x the method's default budget:
 
-* RISE (pixels): reference perturbx ``RISE(n_masks=80_000)``; peer: the authors' recipe
+* RISE (pixels): reference perturbx ``RISE(n_masks=80_000)`` with ``--rise-reference``'s
+  estimator (the regression control variate by default); peer: the authors' recipe
   (masks made with ``skimage.transform.resize``, plain score-weighted mean) with 8,000
-  masks, as in the paper; perturbx ``RISE`` at smaller budgets and with ``tolerance``.
+  masks, as in the paper; perturbx ``RISE`` at smaller budgets with its default estimator
+  and each ``--rise-variants`` control variate, and with ``tolerance``.
+* RISE on recorded masks (``rise_recorded``; the issue-20 tables): each image's scores for
+  ``--rise-masks`` RISE masks (seed ``1000 + image``) are recorded once in ``--rise-record``
+  (reused when present), and every estimator is replayed on them: the paper's estimator on
+  8,000 masks per seed, perturbx's default and each ``--rise-variants`` estimator (``mean``,
+  ``none``, and the linear surrogates ``linear`` and ``cells``) on the first 125-2,000 of
+  the same masks, the reference (``--rise-reference``, default the regression estimator) on
+  every mask after the seeds'. The same estimand and mask stream as ``RISE``, the model run
+  once per mask instead of once per runner.
 * LIME (superpixels): reference perturbx ``LIME(n_samples=20_000, sampling="iid",
   control_variate=False)``, i.e. lime's own estimator (same kernel, ridge and sample
   distribution); peer: ``lime_image.LimeImageExplainer`` with its default 1,000 samples;
@@ -30,9 +43,15 @@ model queries, Pearson correlation with the reference, centred relative L2 error
 ``||(a - mean a) - (r - mean r)|| / ||r - mean r||`` (a constant offset, large in RISE maps,
 is not counted), the pointing game against the object mask (peak on the object, 0 px
 tolerance), and for perturbx the queries needed to reach the peer's Pearson (log-linear
-interpolation between budgets) with the ratio peer queries / those queries.
+interpolation between budgets) with the ratio peer queries / those queries. ``--per-image``
+adds the same per image (Pearson averaged over the seeds of that image): the queries perturbx
+needs to reach the peer's agreement on that image, and the ratio.
 
     python benchmarks/bench_queries.py                              # demo CNN, 20 images, all methods
+    python benchmarks/bench_queries.py --model textured --size 64 --images 5 --seeds 2 --methods rise_recorded \
+        --per-image --rise-variants mean,linear,cells,none --rise-masks 40000 --threads 1   # also demo, resnet
+    python benchmarks/bench_queries.py --model textured --methods rise,lime,kernelshap --images 5 --per-image
+    python benchmarks/bench_queries.py --model resnet --size 64 --images 5 --per-image --ref-factor 10
     python benchmarks/bench_queries.py --methods rise --images 5 --seeds 2
     python benchmarks/bench_queries.py --model resnet --images 1    # the 224-px model (slow on CPU)
     python benchmarks/bench_queries.py --quick                      # small sizes, to check it runs
@@ -44,6 +63,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -52,7 +72,7 @@ import numpy as np
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # lime's progress bar, one per explanation
 
-METHODS = ("rise", "lime", "kernelshap", "occlusion")
+METHODS = ("rise", "lime", "kernelshap", "occlusion")  # and rise_recorded (by name)
 
 
 @dataclass
@@ -77,36 +97,50 @@ class Row:
     rel_l2: list = field(default_factory=list)
     hits: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    images: list = field(default_factory=list)
 
     def add(self, queries: int, feats: np.ndarray, ref: np.ndarray, pixel_map: np.ndarray, mask: np.ndarray,
-            seconds: float) -> None:
+            seconds: float, image: int = 0) -> None:
         a, r = feats.ravel() - feats.mean(), ref.ravel() - ref.mean()
+        self.images.append(image)
         self.queries.append(queries)
         self.pearson.append(float(a @ r / max(np.linalg.norm(a) * np.linalg.norm(r), 1e-300)))
         self.rel_l2.append(float(np.linalg.norm(a - r) / max(np.linalg.norm(r), 1e-300)))
         self.hits.append(bool(mask[np.unravel_index(np.argmax(pixel_map), pixel_map.shape)]))
         self.seconds.append(seconds)
 
+    def of_image(self, image: int) -> Row:
+        """The same runner's results on one image only."""
+        keep = [i for i, im in enumerate(self.images) if im == image]
+        pick = lambda values: [values[i] for i in keep]  # noqa: E731
+        return Row(self.name, pick(self.queries), pick(self.pearson), pick(self.rel_l2), pick(self.hits),
+                   pick(self.seconds), pick(self.images))
+
     def line(self) -> str:
         return (f"| {self.name} | {np.mean(self.queries):.0f} | {np.mean(self.pearson):.4f} | "
                 f"{np.mean(self.rel_l2):.4f} | {np.mean(self.hits):.2f} | {np.mean(self.seconds):.2f} |")
 
 
-def build_cases(model: str, n_images: int, batch: int, device: str = "cpu") -> list[Case]:
+def build_cases(model: str, n_images: int, batch: int, device: str = "cpu", size: int | None = None) -> list[Case]:
     import torch
 
     import perturbx
     from perturbx._utils import Layout
     from perturbx.datasets import make_shapes
-    from perturbx.models import DEMO_TEST_SEED, load_demo_model, resnet18_shaped
+    from perturbx.models import DEMO_TEST_SEED, load_demo_model, load_textured_model, resnet18_shaped, textured_shapes
     from perturbx.segmentation import compute_segments
 
     if model == "resnet":
-        net, size = resnet18_shaped(1000, random_state=0).eval(), 224
+        net, size = resnet18_shaped(1000, random_state=0).eval(), size or 224
+    elif model == "textured":
+        net, size = load_textured_model().eval(), size or 64
     else:
-        net, size = load_demo_model().eval(), 64
+        net, size = load_demo_model().eval(), size or 64
     net = net.to(device)
-    data = make_shapes(n_images, size=size, random_state=DEMO_TEST_SEED)
+    if model == "textured":
+        data = textured_shapes(n_images, size=size)
+    else:
+        data = make_shapes(n_images, size=size, random_state=DEMO_TEST_SEED)
 
     def probs(images: np.ndarray) -> np.ndarray:
         out = []
@@ -118,7 +152,7 @@ def build_cases(model: str, n_images: int, batch: int, device: str = "cpu") -> l
 
     cases = []
     for x, m, y in zip(data.images, data.masks, data.labels, strict=True):
-        target = int(y) if model == "demo" else int(probs(x[None]).argmax())
+        target = int(probs(x[None]).argmax()) if model == "resnet" else int(y)
         segments = compute_segments("slic", x, Layout("CHW"), "benchmark")
         adapter = perturbx.adapters.Torch(net, output="probs", batch_size=batch, device=device)
         cases.append(Case(x, m, target, segments, probs, adapter))
@@ -156,21 +190,122 @@ def study_rise(cases, seeds, budgets, tolerances, opts):
 
     ref_n, peer_n = (4000, 800) if opts.quick else (opts.ref_factor * 4000, 8000)
     rows = {"peer": Row(f"authors' RISE, {peer_n} masks")}
-    for case in cases:
-        ref = perturbx.RISE(n_masks=ref_n, random_state=10_000).explain(case.adapter, case.x, case.target).attributions
+    for i, case in enumerate(cases):
+        ref = perturbx.RISE(n_masks=ref_n, control_variate=opts.rise_reference, random_state=10_000).explain(
+            case.adapter, case.x, case.target).attributions
         for seed in seeds:
             t0 = time.perf_counter()
             peer = authors_rise(case, peer_n, seed)
-            rows["peer"].add(peer_n + 1, peer, ref, peer, case.mask, time.perf_counter() - t0)
-            for b in budgets:
-                e = perturbx.RISE(n_masks=b, random_state=seed).explain(case.adapter, case.x, case.target)
-                rows.setdefault(b, Row(f"perturbx RISE, {b} masks")).add(
-                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds)
+            rows["peer"].add(peer_n + 1, peer, ref, peer, case.mask, time.perf_counter() - t0, i)
+            for b, variant in itertools.product(budgets, [None, *opts.rise_variants]):
+                kw = {} if variant is None else {"control_variate": variant}
+                e = perturbx.RISE(n_masks=b, random_state=seed, **kw).explain(case.adapter, case.x, case.target)
+                key, name = (b, "") if variant is None else ((variant, b), f", control_variate={variant!r}")
+                rows.setdefault(key, Row(f"perturbx RISE, {b} masks{name}")).add(
+                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds, i)
             for tol in tolerances:
                 e = perturbx.RISE(n_masks=peer_n, tolerance=tol, random_state=seed).explain(
                     case.adapter, case.x, case.target)
                 rows.setdefault(f"tol{tol}", Row(f"perturbx RISE, tolerance={tol}")).add(
-                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds)
+                    e.n_queries, e.attributions, ref, e.attributions, case.mask, e.seconds, i)
+    return rows
+
+
+#: RISE estimators of the recorded-masks study: name -> (control variate, GridRegression features and link)
+#: ("regression" is what ``RISE(control_variate="regression")`` runs; "linear" and "cells" are its linear ancestors)
+RISE_ESTIMATORS = {"none": ("none", None), "mean": ("mean", None), "regression": ("regression", ("blocks", "isotonic")),
+                   "linear": ("regression", ("blocks", "linear")), "cells": ("regression", ("cells", "linear"))}
+
+
+def rise_estimator(name: str, p: float = 0.5):
+    """A fresh streaming RISE estimator (the one ``RISE`` builds for that control variate)."""
+    from perturbx.backend import NUMPY
+    from perturbx.estimators import MaskAverage
+    from perturbx.estimators.grid_regression import GridRegression
+
+    kind, surrogate = RISE_ESTIMATORS[name]
+    if kind == "regression":
+        return GridRegression(NUMPY, p, features=surrogate[0], link=surrogate[1])
+    return MaskAverage(NUMPY, p, control_variate=kind == "mean")
+
+
+def record_rise_scores(case: Case, n: int, seed: int, path: str, chunk: int = 250) -> dict:
+    """Grids, shifts and target probabilities of ``n`` RISE masks (7 x 7, p 0.5, baseline 0), kept in ``path``.
+
+    The masks are ``RandomGridSampler``'s for ``np.random.default_rng(seed)``, i.e. those of
+    ``RISE(random_state=...)``'s stream; a file with at least ``n`` masks for the same image
+    and target is reused, so the model runs once per image for every estimator and budget.
+    """
+    from perturbx.backend import NUMPY
+    from perturbx.samplers import RandomGridSampler
+
+    if os.path.exists(path):
+        d = dict(np.load(path))
+        if len(d["scores"]) >= n and int(d["target"]) == case.target and np.array_equal(d["x"], case.x):
+            return d
+    sampler = RandomGridSampler(case.x.shape[1:], n, (7, 7), 0.5, np.random.default_rng(seed))
+    grids, shifts, scores = [], [], []
+    for ch in sampler.chunks(chunk):
+        masks = ch.materialize(NUMPY, np.float32)
+        scores.append(case.probs(masks[:, None] * case.x[None])[:, case.target])
+        grids.append(ch.grids.astype(np.uint8))
+        shifts.append(ch.shifts)
+    d = {"grids": np.concatenate(grids), "shifts": np.concatenate(shifts), "scores": np.concatenate(scores),
+         "x": case.x, "mask": case.mask, "target": case.target}
+    np.savez(path, **d)
+    return d
+
+
+def replay_rise(d: dict, name: str, lo: int, hi: int, upsampler, chunk: int = 500) -> np.ndarray:
+    """The map ``(H, W)`` of estimator ``name`` fed the recorded masks ``lo:hi`` in chunks, as the engine feeds it."""
+    from perturbx.backend import NUMPY
+    from perturbx.samplers.random_grid import GridChunk
+
+    est = rise_estimator(name)
+    for a in range(lo, hi, chunk):
+        b = min(a + chunk, hi)
+        ch = GridChunk(d["grids"][a:b].astype(np.float32), d["shifts"][a:b], upsampler)
+        est.update(ch, ch.materialize(NUMPY, np.float32), np.asarray(d["scores"][a:b], np.float64)[:, None])
+    return est.finalize()[0]
+
+
+def study_rise_recorded(cases, seeds, budgets, tolerances, opts):
+    """RISE estimators replayed on recorded masks: the paper's at 8,000 against perturbx's at smaller budgets.
+
+    Image ``i``'s masks come from seed ``1000 + i``; seed ``k`` uses masks ``8000 k`` to
+    ``8000 (k + 1)`` (the paper's estimator on all of them, perturbx's on their first
+    ``b``) and the reference is ``--rise-reference``'s estimator on every mask after the seeds'.
+    """
+    import perturbx
+    from perturbx.explainers.rise import _control_variate_kind
+    from perturbx.samplers import RandomGridSampler
+
+    peer_n = 8000
+    default = _control_variate_kind(perturbx.RISE().control_variate, "RISE")
+    os.makedirs(opts.rise_record, exist_ok=True)
+    rows = {"peer": Row(f"paper's estimator, {peer_n} masks")}
+    for i, case in enumerate(cases):
+        size = case.x.shape[-1]
+        path = os.path.join(opts.rise_record, f"{opts.model}{size}_{i}.npz")
+        d = record_rise_scores(case, opts.rise_masks, 1000 + i, path)
+        up = RandomGridSampler((size, size), 1, (7, 7), 0.5, np.random.default_rng(0)).upsampler
+        n = len(d["scores"])
+        ref_lo = peer_n * len(seeds)
+        if n - ref_lo < peer_n:
+            raise ValueError(f"image {i}: {n} recorded masks leave fewer than {peer_n} for the reference; "
+                             f"raise --rise-masks or lower --seeds")
+        ref = replay_rise(d, opts.rise_reference, ref_lo, n, up)
+        rows.setdefault("reference", Row(f"reference ({opts.rise_reference} estimator, {n - ref_lo} masks)")).add(
+            n - ref_lo, ref, ref, ref, case.mask, 0.0, i)
+        for seed in seeds:
+            lo = seed * peer_n
+            peer = replay_rise(d, "none", lo, lo + peer_n, up)
+            rows["peer"].add(peer_n, peer, ref, peer, case.mask, 0.0, i)
+            for b, variant in itertools.product(budgets, [None, *opts.rise_variants]):
+                e = replay_rise(d, default if variant is None else variant, lo, lo + b, up)
+                key, name = (b, f"default ({default})") if variant is None else ((variant, b), variant)
+                rows.setdefault(key, Row(f"perturbx RISE, {b} masks, {name}")).add(
+                    b + 1, e, ref, e, case.mask, 0.0, i)
     return rows
 
 
@@ -197,6 +332,7 @@ def lime_peer(case: Case, n: int, seed: int) -> np.ndarray:
 #: LIME runners: name -> (sampling, control_variate); the last is perturbx's default
 LIME_VARIANTS = {"iid": ("iid", False), "antithetic": ("antithetic", False), "orthogonal": ("orthogonal", False),
                  "orthogonal + control variate": ("orthogonal", True)}
+LIME_DEFAULT = "orthogonal + control variate"
 
 
 def study_lime(cases, seeds, budgets, tolerances, opts):
@@ -204,28 +340,28 @@ def study_lime(cases, seeds, budgets, tolerances, opts):
 
     ref_n, peer_n = (4000, 400) if opts.quick else (opts.ref_factor * 1000, 1000)
     rows = {"peer": Row(f"lime, {peer_n} samples")}
-    for case in cases:
+    for i, case in enumerate(cases):
         kw = {"segmentation": case.segments}
         ref = LIME(n_samples=ref_n, sampling="iid", control_variate=False, random_state=10_000, **kw).explain(
             case.adapter, case.x, case.target).segment_weights[0]
         rows.setdefault("reference", Row(f"reference (lime's estimator, {ref_n} samples)")).add(
-            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0)
+            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0, i)
         for seed in seeds:
             t0 = time.perf_counter()
             peer = lime_peer(case, peer_n, seed)
-            rows["peer"].add(peer_n, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
+            rows["peer"].add(peer_n, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0, i)
             for b, variant in itertools.product(budgets, opts.lime_variants):
                 sampling, cv = LIME_VARIANTS[variant]
                 e = LIME(n_samples=b, sampling=sampling, control_variate=cv, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
-                key = b if variant == "iid" else (variant, b)
+                key = b if variant == LIME_DEFAULT else (variant, b)
                 rows.setdefault(key, Row(f"perturbx LIME, {b} samples, {variant}")).add(
-                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds, i)
             for tol in tolerances:
                 e = LIME(n_samples=peer_n, tolerance=tol, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
                 rows.setdefault(f"tol{tol}", Row(f"perturbx LIME, tolerance={tol}")).add(
-                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds, i)
     return rows
 
 
@@ -258,25 +394,25 @@ def study_kernelshap(cases, seeds, budgets, tolerances, opts):
 
     rows = {"peer": Row("shap KernelExplainer, default nsamples, l1_reg=False"),
             "peer default": Row("shap KernelExplainer, its defaults (l1_reg='num_features(10)')")}
-    for case in cases:
+    for i, case in enumerate(cases):
         m = int(case.segments.max()) + 1
         kw = {"segmentation": case.segments}
         ref_n = (2 if opts.quick else opts.ref_factor) * (2 * m + 2048)
         ref = KernelSHAP(n_samples=ref_n, control_variate=False, random_state=10_000, **kw).explain(
             case.adapter, case.x, case.target).segment_weights[0]
         rows.setdefault("reference", Row(f"reference (plain regression, {ref_n} samples)")).add(
-            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0)
+            ref_n, ref, ref, paint(ref, case.segments), case.mask, 0.0, i)
         for seed in seeds:
             for key, l1_reg in (("peer", False), ("peer default", None)):
                 t0 = time.perf_counter()
                 peer, n_peer = shap_peer(case, seed, l1_reg)
-                rows[key].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0)
+                rows[key].add(n_peer, peer, ref, paint(peer, case.segments), case.mask, time.perf_counter() - t0, i)
             for b, cv in itertools.product(budgets, (True,) if opts.no_linear else (True, False)):
                 e = KernelSHAP(n_samples=b, control_variate=cv, random_state=seed, **kw).explain(
                     case.adapter, case.x, case.target)
                 key, name = (b, "") if cv else (("linear", b), ", no control variate")
                 rows.setdefault(key, Row(f"perturbx KernelSHAP, {b} samples{name}")).add(
-                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds, i)
             for tol in tolerances:
                 try:
                     e = KernelSHAP(n_samples=2 * m + 2048, tolerance=tol, random_state=seed, **kw).explain(
@@ -284,7 +420,7 @@ def study_kernelshap(cases, seeds, budgets, tolerances, opts):
                 except TypeError:  # a KernelSHAP without early stopping
                     break
                 rows.setdefault(f"tol{tol}", Row(f"perturbx KernelSHAP, tolerance={tol}")).add(
-                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds)
+                    e.n_queries, e.segment_weights[0], ref, e.attributions, case.mask, e.seconds, i)
     return rows
 
 
@@ -300,16 +436,16 @@ def study_occlusion(cases, seeds, budgets, tolerances, opts):
     side = cases[0].x.shape[-1]
     geometry = {"window": (6, 6), "stride": (2, 2)} if side <= 64 else {"window": (16, 16), "stride": (8, 8)}
     rows = {"peer": Row(f"plain occlusion (= Captum), window {geometry['window'][0]}, stride {geometry['stride'][0]}")}
-    for case in cases:
+    for i, case in enumerate(cases):
         t0 = time.perf_counter()
         e = CoarseToFineOcclusion(**geometry).explain(case.adapter, case.x, case.target)
         plain = perturbx.Occlusion(**geometry)
         t1 = time.perf_counter()
         ref = plain.explain(case.adapter, case.x, case.target)
         rows["peer"].add(ref.n_queries, ref.attributions, ref.attributions, ref.attributions, case.mask,
-                         time.perf_counter() - t1)
+                         time.perf_counter() - t1, i)
         rows.setdefault("c2f", Row("perturbx CoarseToFineOcclusion")).add(
-            e.n_queries, e.attributions, ref.attributions, e.attributions, case.mask, t1 - t0)
+            e.n_queries, e.attributions, ref.attributions, e.attributions, case.mask, t1 - t0, i)
     return rows
 
 
@@ -352,10 +488,46 @@ def report(method: str, rows: dict) -> None:
               f"{np.mean(peer.queries) / need:.2f}x fewer than the peer's {np.mean(peer.queries):.0f}")
 
 
+def report_per_image(method: str, rows: dict) -> None:
+    """Per image: each peer's Pearson (mean over seeds) and the queries perturbx needs for it, per variant."""
+    peers = [k for k in rows if isinstance(k, str) and k.startswith("peer")]
+    variants = [None, *sorted({k[0] for k in rows if isinstance(k, tuple)})]
+    images = sorted(set(rows[peers[0]].images)) if peers else []
+    if not images or not any(isinstance(k, int) for k in rows):
+        return
+    for peer_key in peers:
+        peer = rows[peer_key]
+        print(f"\n### {method}, per image: against {peer.name} ({np.mean(peer.queries):.0f} queries)\n")
+        names = ["perturbx default" if v is None else str(v) for v in variants]
+        print("| image | peer Pearson | " + " | ".join(f"{n}: queries (x fewer)" for n in names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for image in images:
+            mine = {k: r.of_image(image) for k, r in rows.items()}
+            target = float(np.mean(mine[peer_key].pearson))
+            cells = []
+            for variant in variants:
+                need = queries_to_match(mine, target, variant)
+                ratio = np.mean(mine[peer_key].queries) / need
+                smallest = min(np.mean(r.queries) for k, r in mine.items()
+                               if (isinstance(k, int) if variant is None else isinstance(k, tuple) and k[0] == variant))
+                at_most = "<= " if need == smallest else ""  # reached already at the smallest budget run
+                cells.append("not reached" if np.isnan(need) else
+                             f"{at_most}{need:.0f} ({'>= ' if at_most else ''}{ratio:.1f}x)")
+            print(f"| {image} | {target:.4f} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--model", choices=("demo", "resnet"), default="demo")
+    ap.add_argument("--model", choices=("demo", "textured", "resnet"), default="demo")
+    ap.add_argument("--size", type=int, default=None, help="image side (default: 64; resnet 224)")
+    ap.add_argument("--per-image", action="store_true", help="also report the queries to match per image")
+    ap.add_argument("--rise-variants", default="mean,none",
+                    help="RISE control variates to run besides the default ('' for none)")
+    ap.add_argument("--rise-reference", default="regression", help="control variate of the RISE reference")
+    ap.add_argument("--rise-record", default=os.path.join(tempfile.gettempdir(), "perturbx_rise_masks"),
+                    help="rise_recorded: folder of the recorded masks and scores (reused when present)")
+    ap.add_argument("--rise-masks", type=int, default=40_000, help="rise_recorded: masks recorded per image")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -368,20 +540,23 @@ def main() -> None:
     ap.add_argument("--no-linear", action="store_true", help="KernelSHAP: skip the runs without control variate")
     args = ap.parse_args()
     args.lime_variants = [v.strip() for v in args.lime_variants.split(",")]
+    args.rise_variants = [v.strip() for v in args.rise_variants.split(",") if v.strip()]
     import torch
 
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
-    cases = build_cases(args.model, 2 if args.quick else args.images, args.batch, args.device)
+    cases = build_cases(args.model, 2 if args.quick else args.images, args.batch, args.device, args.size)
     seeds = list(range(1 if args.quick else args.seeds))
     plans = {
         "rise": ([250, 500, 1000, 2000, 4000], [0.2, 0.15, 0.1]),
+        "rise_recorded": ([125, 250, 500, 1000, 2000], []),
         "lime": ([125, 250, 500, 1000], [0.3, 0.2]),
         "kernelshap": ([128, 256, 512, 1024, 2148], [0.2, 0.1]),
         "occlusion": ([], []),
     }
-    print(f"model={args.model} images={len(cases)} seeds={len(seeds)} threads={args.threads} batch={args.batch} "
-          f"device={args.device} torch={torch.__version__}")
+    print(f"model={args.model} size={cases[0].x.shape[-1]} images={len(cases)} seeds={len(seeds)} "
+          f"threads={args.threads} batch={args.batch} device={args.device} ref-factor={args.ref_factor} "
+          f"torch={torch.__version__}")
     for method in args.methods.split(","):
         budgets, tolerances = plans[method]
         if args.budgets:
@@ -392,6 +567,8 @@ def main() -> None:
         rows = globals()[f"study_{method}"](cases, seeds, budgets, tolerances, args)
         if rows:
             report(method, rows)
+            if args.per_image:
+                report_per_image(method, rows)
             print(f"\n({method}: {time.perf_counter() - t0:.0f} s)")
 
 
