@@ -205,6 +205,27 @@ def test_training_queries_go_out_in_full_batches_and_score_the_right_rows(monkey
     np.testing.assert_array_equal(table.empty, 0)
 
 
+def test_an_explainer_of_log_odds_explains_log_odds(tmp_path):
+    """Class(score="log_odds") of a probability model: the values sum to the log-odds' difference, after a load."""
+    w = np.random.default_rng(0).normal(size=(3, 3 * 16 * 16))
+
+    def softmax(b):
+        z = b.reshape(len(b), -1) @ w.T / 5
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    model = Callable(softmax, batch_size=32)
+    fit = perturbx.Amortized(2, target=Class(None, score="log_odds"), **TINY).fit(model, tiny_images())
+    fit.save(tmp_path / "odds.pt")
+    x = tiny_images(1, seed=4)[0]
+    p = softmax(np.stack([x, np.zeros_like(x)]))
+    odds = np.log(p) - np.log(1 - p)
+    for explainer in (fit, perturbx.Amortized.load(tmp_path / "odds.pt")):
+        assert explainer.identity_.probabilities is True
+        e = explainer.explain(model, x, Class([0, 1, 2], score="log_odds"))
+        np.testing.assert_allclose(e.segment_weights.sum(1), odds[0] - odds[1], rtol=1e-6)
+
+
 def test_the_query_budget_is_kept_and_buys_training_images():
     model = tiny_model()
     fit = perturbx.Amortized(2, max_queries=300, **TINY).fit(model, tiny_images())

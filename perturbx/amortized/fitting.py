@@ -111,7 +111,7 @@ def bind_identity(plan: FitPlan) -> tuple[Identity, np.ndarray]:
     bound = Class(labels, output=output, score=score).bind(raw, info)
     identity = Identity(tuple(plan.val_images[0].shape), adapter.layout.name, int(bound.n_classes),
                         tuple(labels), score, output, tuple(o.players), baseline_description(o._baseline_spec),
-                        type(adapter).__name__)
+                        type(adapter).__name__, bound.probabilities if score == "log_odds" else None)
     return identity, bound.scores(raw)[0]
 
 

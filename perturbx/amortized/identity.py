@@ -117,6 +117,9 @@ class Identity:
         :func:`baseline_description` of the baseline.
     model : str
         The adapter's class name (for messages).
+    probabilities : bool or None
+        For ``score="log_odds"``: whether the model's output is probabilities (decided on the
+        first validation image, as :meth:`perturbx.targets.Class.bind` does); None otherwise.
     """
 
     sample_shape: tuple[int, ...]
@@ -128,6 +131,7 @@ class Identity:
     players: tuple[int, int]
     baseline: dict
     model: str
+    probabilities: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -139,12 +143,13 @@ class Identity:
     def from_dict(cls, d: dict[str, Any]) -> Identity:
         return cls(tuple(int(v) for v in d["sample_shape"]), str(d["layout"]), int(d["n_classes"]),
                    tuple(int(v) for v in d["labels"]), str(d["score"]), d["output"],
-                   (int(d["players"][0]), int(d["players"][1])), dict(d["baseline"]), str(d["model"]))
+                   (int(d["players"][0]), int(d["players"][1])), dict(d["baseline"]), str(d["model"]),
+                   None if d.get("probabilities") is None else bool(d["probabilities"]))
 
     def trained_target(self) -> Class:
         """The :class:`~perturbx.targets.Class` of every trained label (bound: scores ``(n, T)``)."""
         target = Class(list(self.labels), output=self.output, score=self.score)
-        target.n_classes = self.n_classes
+        target.n_classes, target.probabilities = self.n_classes, self.probabilities
         return target
 
     def describe(self) -> str:
