@@ -48,11 +48,14 @@ def setup(threads: int):
 
 def fit(model, args, out: Path):
     import perturbx
+    from perturbx.targets import Class
 
-    explainer = perturbx.Amortized(args.players, n_images=args.images, coalitions=args.coalitions,
+    explainer = perturbx.Amortized(args.players, target=Class(None, score=args.score), n_images=args.images,
+                                   coalitions=args.coalitions,
                                    validation=args.validation, validation_samples=args.validation_samples,
                                    epochs=args.epochs, patience=args.patience, max_queries=args.budget,
-                                   checkpoint=out / f"amortized_{args.players}.pt", random_state=0, progress=True)
+                                   checkpoint=out / f"amortized_{args.players}{suffix(args)}.pt", random_state=0,
+                                   progress=True)
     start = time.perf_counter()
     explainer.fit(model)
     log = {k: v for k, v in explainer.training_log_.items() if k != "history"}
@@ -96,7 +99,15 @@ def faithfulness(model, images, maps: dict[str, np.ndarray], targets) -> dict[st
     return out
 
 
-def honesty(model, explainer, held_out, truth: dict, n_verify: int, n_images: int) -> dict[str, dict[str, float]]:
+def want(score: str, classes) -> list:
+    """The targets of the run: ``Class(c, score=score)`` for each class (None: the top class)."""
+    from perturbx.targets import Class
+
+    return [Class(None if c is None else int(c), score=score) for c in classes]
+
+
+def honesty(model, explainer, held_out, truth: dict, n_verify: int, n_images: int,
+            score: str) -> dict[str, dict[str, float]]:
     import perturbx
     from perturbx.datasets import make_shapes
 
@@ -106,9 +117,9 @@ def honesty(model, explainer, held_out, truth: dict, n_verify: int, n_images: in
     verifier = perturbx.Amortized.load(explainer.checkpoint, verify=n_verify)
     out = {}
     for name, images in sets.items():
-        found = explainer.explain_many(model, images)
+        found = explainer.explain_many(model, images, want(score, [None] * len(images)))
         est = np.array([e.estimated_error[0] for e in found])
-        ver = np.array([verifier.explain(model, x, int(e.targets[0])).estimated_error[0]
+        ver = np.array([verifier.explain(model, x, want(score, e.targets)[0]).estimated_error[0]
                         for x, e in zip(images[:n_images], found[:n_images], strict=True)])
         row = {"estimated_median": float(np.median(est)), "estimated_mean": float(np.mean(est)),
                "verified_median": float(np.median(ver)), "gap_median": float(np.median(
@@ -122,18 +133,24 @@ def honesty(model, explainer, held_out, truth: dict, n_verify: int, n_images: in
     return out
 
 
-def speed(model, explainer, n: int, segments) -> dict[str, float]:
+def speed(model, explainer, n: int, segments, score: str) -> dict[str, float]:
     import perturbx
     from perturbx.datasets import make_shapes
 
     images = make_shapes(n, random_state=31337).images
     start = time.perf_counter()
-    explainer.explain_many(model, images)
+    explainer.explain_many(model, images, want(score, [None] * n))
     ours = time.perf_counter() - start
     start = time.perf_counter()
-    perturbx.KernelSHAP(1000, segments, baseline=0.0, random_state=0, progress=True).explain_many(model, images)
+    perturbx.KernelSHAP(1000, segments, baseline=0.0, random_state=0, progress=True).explain_many(
+        model, images, want(score, [None] * n))
     theirs = time.perf_counter() - start
     return {"images": n, "amortized_seconds": ours, "kernelshap_1000_seconds": theirs, "speedup": theirs / ours}
+
+
+def suffix(args) -> str:
+    """File name suffix of a run's score (none for probabilities: the names of the first recorded run)."""
+    return "" if args.score == "output" else f"_{args.score}"
 
 
 def machine() -> dict[str, str]:
@@ -164,6 +181,8 @@ def main() -> None:
     parser.add_argument("--speed-images", type=int, default=256)
     parser.add_argument("--verify", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--score", choices=("output", "log_odds"), default="output",
+                        help="what is explained: the class probability, or its softmax log-odds")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -178,11 +197,12 @@ def main() -> None:
     print("fit", json.dumps(report["fit"]), flush=True)
     segments = grid_segments((64, 64), (args.players, args.players))
     held_out = make_shapes(args.held_out, random_state=DEMO_TEST_SEED).images
-    truth = kernel_shap(model, held_out, 4096, segments, args.out / f"ks4096_{args.players}.npz")
+    truth = kernel_shap(model, held_out, 4096, segments, args.out / f"ks4096_{args.players}{suffix(args)}.npz",
+                        want(args.score, [None] * len(held_out)))
     targets = [int(t) for t in truth["targets"]]
     before = model.n_queries
     start = time.perf_counter()
-    found = explainer.explain_many(model, held_out, targets)
+    found = explainer.explain_many(model, held_out, want(args.score, targets))
     ours = np.stack([e.segment_weights[0] for e in found])
     r = pearson(ours, truth["values"])
     report["agreement"] = {
@@ -193,18 +213,19 @@ def main() -> None:
         "queries_per_explanation": (model.n_queries - before) / len(held_out),
         "seconds": time.perf_counter() - start, "kernelshap_4096_seconds": float(truth["seconds"])}
     print("agreement", json.dumps(report["agreement"]), flush=True)
-    ks1000 = kernel_shap(model, held_out, 1000, segments, args.out / f"ks1000_{args.players}.npz", targets)
+    ks1000 = kernel_shap(model, held_out, 1000, segments, args.out / f"ks1000_{args.players}{suffix(args)}.npz",
+                         want(args.score, targets))
     report["pearson_kernelshap_1000_vs_4096"] = float(pearson(ks1000["values"], truth["values"]).mean())
     maps = {"Amortized": ours[:, segments], "KernelSHAP 1000": ks1000["values"][:, segments],
             "KernelSHAP 4096": truth["values"][:, segments]}
     report["faithfulness"] = faithfulness(model, held_out, maps, targets)
     print("faithfulness", json.dumps(report["faithfulness"]), flush=True)
-    report["honesty"] = honesty(model, explainer, held_out, truth, args.verify, 16)
+    report["honesty"] = honesty(model, explainer, held_out, truth, args.verify, 16, args.score)
     print("honesty", json.dumps(report["honesty"]), flush=True)
-    report["speed"] = speed(model, explainer, args.speed_images, segments)
+    report["speed"] = speed(model, explainer, args.speed_images, segments, args.score)
     print("speed", json.dumps(report["speed"]), flush=True)
     report["machine"]["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    (args.out / f"report_{args.players}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"report_{args.players}{suffix(args)}.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
