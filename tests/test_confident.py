@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 from perturbx import MeaningfulPerturbation  # noqa: E402
 from perturbx.adapters import Callable, Torch  # noqa: E402
 from perturbx.metrics import pointing_game  # noqa: E402
-from perturbx.models import load_textured_model, textured_shapes  # noqa: E402
+from perturbx.models import load_textured_model, textured_shapes, train_textured_model  # noqa: E402
 
 N_IMAGES = 30
 STEPS = 150
@@ -121,3 +121,12 @@ def test_the_papers_probability_objective_stays_put_and_says_so(confident):
         e = MeaningfulPerturbation(steps=20, objective="score").explain(
             Torch(net, output="probs"), data.images[idx[0]], target=int(data.labels[idx[0]]))
     assert not np.any(e.extras["moved"])
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"n_train": 0}, "'n_train' parameter of train_textured_model must be an int >= 1. Got 0 instead"),
+    ({"epochs": 2.5}, "'epochs' parameter of train_textured_model must be an int >= 1. Got 2.5 instead"),
+])
+def test_bad_training_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train_textured_model(**kwargs)

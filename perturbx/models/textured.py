@@ -149,8 +149,10 @@ def train_textured_model(
     ValueError
         If ``n_train`` or ``epochs`` is smaller than 1.
     """
-    if n_train < 1 or epochs < 1:
-        raise ValueError(f"n_train and epochs must be >= 1; got n_train={n_train}, epochs={epochs}")
+    for name, value in (("n_train", n_train), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"The '{name}' parameter of train_textured_model must be an int >= 1. "
+                             f"Got {value!r} instead.")
     t0 = time.perf_counter()
     train = textured_shapes(n_train, random_state=TEXTURED_TRAIN_SEED)
     test = textured_shapes(_N_TEST)
