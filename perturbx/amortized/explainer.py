@@ -64,9 +64,9 @@ class Amortized(Explainer):
     target : None, int, list of int or perturbx.targets.Class, default None
         The classes the network explains (one output channel each): None is every class of
         the model. A ``Class`` may read log-odds (``score="log_odds"``) or a named output.
-    coalitions : int, default 64
+    coalitions : int, default 128
         Coalitions queried per training image (even: complementary pairs).
-    n_images : int, default 6000
+    n_images : int, default 3000
         Training images drawn when ``fit`` gets ``data="shapes"``.
     validation : int, default 32
         Held-out images (taken from ``data``) explained by KernelSHAP for the early stop
@@ -111,7 +111,7 @@ class Amortized(Explainer):
     """
 
     def __init__(self, players: int | tuple[int, int] = (4, 4), *, baseline: object = 0.0, target: object = None,
-                 coalitions: int = 64, n_images: int = 6000, validation: int = 32, validation_samples: int = 1024,
+                 coalitions: int = 128, n_images: int = 3000, validation: int = 32, validation_samples: int = 1024,
                  epochs: int = 20, patience: int = 5, batch_size: int = 32, learning_rate: float = 2e-3,
                  weight_decay: float = 0.0, width: int = 16, depth: int = 4, max_queries: int | None = None,
                  checkpoint: str | os.PathLike | None = None, verify: int = 0, random_state: int | None = 0,
