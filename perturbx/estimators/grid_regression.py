@@ -19,6 +19,12 @@ model's masks. Two linear surrogates have an exact first term:
   ``sum_j Wbar_j(u) (b0 + b_j (1 - p) + p sum_k b_k)`` with ``Wbar_j = E_s[W_j]``. It does
   not see where the shift put each cell, and explains less of the score.
 
+For scores that saturate (probabilities near 0 or 1) a linear surrogate leaves a large
+residual; ``link="isotonic"`` (what ``RISE(control_variate="regression")`` uses) fits a
+monotone function ``h`` of the linear surrogate ``eta`` to the scores: the map of ``eta`` stays
+exact and that of ``h(eta) - eta`` is a Monte Carlo average over masks drawn without the
+model, summed per shift so that no mask is materialised.
+
 Where the score is far from linear in the mask the residual stays large and the estimate
 is about as good as the mean-score control variate's that both contain (``b = 0``); the
 masks each needs on three classifiers are in ``benchmarks/results/queries_models.md``.
