@@ -141,7 +141,7 @@ class _Blocks:
     def features(self, chunk: GridChunk) -> np.ndarray:
         """Block means ``(n, (gh + 1) (gw + 1))`` of the chunk's masks, from its grids and shifts."""
         py, px = self.y.project[chunk.shifts[:, 0]], self.x.project[chunk.shifts[:, 1]]
-        means = np.einsum("nag,ngh,nbh->nab", py, chunk.grids.astype(np.float64), px)
+        means = py @ chunk.grids.astype(np.float64) @ px.transpose(0, 2, 1)  # (n, a, b); batched products
         return means.reshape(chunk.size, -1)
 
     def exact_map(self, coef: np.ndarray, p: float) -> np.ndarray:
