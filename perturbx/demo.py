@@ -118,7 +118,7 @@ class MethodSummary:
     insertion_auc: float = float("nan")
 
     def line(self) -> str:
-        return (f"{self.name:<15} {self.queries:>6.0f} queries/image {self.seconds:>7.3f} s/image  "
+        return (f"{self.name:<17} {self.queries:>6.0f} queries/image {self.seconds:>7.3f} s/image  "
                 f"peak on object {self.hits_strict:.3g}/{self.n} (within 15 px: {self.hits:.3g}/{self.n})  "
                 f"deletion AUC {self.deletion_auc:.3f}  insertion AUC {self.insertion_auc:.3f}")
 
@@ -216,8 +216,12 @@ def _compare_and_write(net, out, n_images: int, random_state: int, progress, met
     print(f"compare() wall time: {comp.params['compare']['wall_seconds']:.1f} s ({len(comp.methods)} methods on "
           f"{n_images} images, explaining and scoring; the report shows the same number)")
     skipped = [n for n in available_methods() if METHODS[n].label not in comp.methods and methods is None]
-    if skipped:
-        print(f"not run (mask optimisation, minutes per image on a CPU): {', '.join(skipped)}; "
+    slow = [n for n in skipped if METHODS[n].kind != "detection"]
+    if slow:
+        print(f"not run (mask optimisation, minutes per image on a CPU): {', '.join(slow)}; "
               f"add them with --methods all")
+    if len(slow) < len(skipped):
+        detection = ", ".join(n for n in skipped if n not in slow)
+        print(f"for object detectors: {detection} (perturbx demo --task detection)")
     print(f"report: {out / 'report.html'}  figure: {out / 'maps.png'}")
     return comp
