@@ -401,20 +401,25 @@ class _BasicBlock(nn.Module):
         return self.relu2(out + identity)
 
 
-class _ResNet18Shaped(nn.Module):
-    def __init__(self, n_classes: int) -> None:
+class _ResNetShaped(nn.Module):
+    """torchvision's ResNet layout: the stem here, the stages from the subclass, then :meth:`_head`.
+
+    Modules are made in torchvision's order (stem, stages, pooling, ``fc``, then its
+    initialisation), so a seeded network gets the same weights as when each subclass made
+    them itself.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(_BasicBlock(64, 64), _BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(_BasicBlock(64, 128, 2), _BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(_BasicBlock(128, 256, 2), _BasicBlock(256, 256))
-        self.layer4 = nn.Sequential(_BasicBlock(256, 512, 2), _BasicBlock(512, 512))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, n_classes)
 
+    def _head(self, c_in: int, n_classes: int) -> None:
+        """Global average pooling and ``fc``, then torchvision's initialisation of every layer."""
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, n_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -426,6 +431,25 @@ class _ResNet18Shaped(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _seeded_eval(build, random_state: int | None) -> nn.Module:
+    """``build()`` in eval mode; with ``random_state``, under a forked, seeded torch RNG (global state untouched)."""
+    if random_state is None:
+        return build().eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        return build().eval()
+
+
+class _ResNet18Shaped(_ResNetShaped):
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(_BasicBlock(64, 64), _BasicBlock(64, 64))
+        self.layer2 = nn.Sequential(_BasicBlock(64, 128, 2), _BasicBlock(128, 128))
+        self.layer3 = nn.Sequential(_BasicBlock(128, 256, 2), _BasicBlock(256, 256))
+        self.layer4 = nn.Sequential(_BasicBlock(256, 512, 2), _BasicBlock(512, 512))
+        self._head(512, n_classes)
 
 
 def resnet18_shaped(n_classes: int = 1000, *, random_state: int | None = None) -> nn.Module:
@@ -456,10 +480,4 @@ def resnet18_shaped(n_classes: int = 1000, *, random_state: int | None = None) -
         In eval mode. Input ``(N, 3, 224, 224)`` (any size >= 32 works),
         output logits ``(N, n_classes)``.
     """
-    if random_state is None:
-        model = _ResNet18Shaped(n_classes)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(random_state)
-            model = _ResNet18Shaped(n_classes)
-    return model.eval()
+    return _seeded_eval(lambda: _ResNet18Shaped(n_classes), random_state)

@@ -14,6 +14,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("perturbx.models needs PyTorch: pip install 'perturbx[torch]'") from e
 
+from .classifier import _ResNetShaped, _seeded_eval
+
 __all__ = ["RESNET50_LAYERS", "resnet50_shaped"]
 
 #: bottleneck blocks per stage of ResNet-50
@@ -53,13 +55,9 @@ class _Bottleneck(nn.Module):
         return self.relu3(self.bn3(self.conv3(out)) + identity)
 
 
-class _ResNet50Shaped(nn.Module):
+class _ResNet50Shaped(_ResNetShaped):
     def __init__(self, n_classes: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         c_in, stages = 64, []
         for i, (n_blocks, width) in enumerate(zip(RESNET50_LAYERS, (64, 128, 256, 512), strict=True)):
             blocks = []
@@ -68,19 +66,7 @@ class _ResNet50Shaped(nn.Module):
                 c_in = width * _Bottleneck.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c_in, n_classes)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        self._head(c_in, n_classes)
 
 
 def resnet50_shaped(n_classes: int = 1000, *, random_state: int | None = None) -> nn.Module:
@@ -109,8 +95,4 @@ def resnet50_shaped(n_classes: int = 1000, *, random_state: int | None = None) -
     """
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"The 'n_classes' parameter of resnet50_shaped must be an int >= 1. Got {n_classes!r}.")
-    if random_state is None:
-        return _ResNet50Shaped(n_classes).eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        return _ResNet50Shaped(n_classes).eval()
+    return _seeded_eval(lambda: _ResNet50Shaped(n_classes), random_state)
