@@ -37,6 +37,8 @@ grow with the number of masks and the masks after the fit give an unbiased estim
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from perturbx.samplers.random_grid import GridChunk, RandomGridSampler, interpolation_matrix
@@ -75,28 +77,43 @@ def _split(chunk: GridChunk, k: int) -> tuple[GridChunk, GridChunk]:
             GridChunk(chunk.grids[k:], chunk.shifts[k:], chunk.upsampler))
 
 
-def _mask_average(parts, p: float) -> np.ndarray:
-    """``sum_n (v_n - vbar) M_n / ((n - 1) p) + vbar`` ``(T, H * W)`` over ``(chunk, values (n, T))`` parts.
+class _ShiftSums:
+    """Masks grouped by their shift, for ``sum_n (v_n - vbar) M_n / ((n - 1) p) + vbar`` without materialising one.
 
-    No mask is materialised: masks that share a shift share their interpolation, so the
-    value-weighted grids are summed per shift and each sum is upsampled once; memory and
-    time do not grow with the masks times the image size.
+    Masks that share a shift share their interpolation, so the value-weighted grids are summed per
+    shift (one segmented reduction over the masks sorted by shift) and each sum is upsampled once;
+    memory and time do not grow with the masks times the image size. The grouping depends on the
+    masks only, so it is built once and reused for any values.
     """
-    sums = ones = None
-    total, n = 0.0, 0
-    for chunk, values in parts:
-        up = chunk.upsampler
-        key = chunk.shifts[:, 0] * up.cell[1] + chunk.shifts[:, 1]
-        grids = chunk.grids.astype(np.float64)
-        if sums is None:
-            sums = np.zeros((up.cell[0] * up.cell[1], values.shape[1], *up.grid))
-            ones = np.zeros((len(sums), *up.grid))
-        np.add.at(sums, key, values[:, :, None, None] * grids[:, None])
-        np.add.at(ones, key, grids)
-        total, n = total + values.sum(axis=0), n + len(values)
-    mean = total / n
-    sums = (sums - mean[None, :, None, None] * ones[:, None]) / (max(n - 1, 1) * p)
-    return _upsample_shift_sums(sums, up).reshape(len(mean), -1) + mean[:, None]
+
+    def __init__(self, chunks: list[GridChunk]) -> None:
+        self.upsampler = up = chunks[0].upsampler
+        keys = np.concatenate([c.shifts[:, 0] * up.cell[1] + c.shifts[:, 1] for c in chunks])
+        self.order = np.argsort(keys, kind="stable")
+        #: (n, G) the grids in shift order, and the shifts present with where each one's run starts
+        self.grids = np.concatenate([c.grids for c in chunks]).reshape(len(keys), -1)[self.order].astype(np.float64)
+        self.keys, self.starts = np.unique(keys[self.order], return_index=True)
+        self.ones = np.add.reduceat(self.grids, self.starts, axis=0)  # (shifts present, G)
+
+    def average(self, values: np.ndarray, p: float) -> np.ndarray:
+        """The centred mask average ``(T, H * W)`` of per-mask ``values`` ``(n, T)`` (in the chunks' order)."""
+        up, (n, t) = self.upsampler, values.shape
+        mean = values.mean(axis=0)
+        weighted = np.add.reduceat(values[self.order][:, :, None] * self.grids[:, None, :], self.starts, axis=0)
+        sums = np.zeros((up.cell[0] * up.cell[1], t, self.grids.shape[1]))
+        sums[self.keys] = (weighted - mean[None, :, None] * self.ones[:, None, :]) / (max(n - 1, 1) * p)
+        return _upsample_shift_sums(sums.reshape(len(sums), t, *up.grid), up).reshape(t, -1) + mean[:, None]
+
+
+@lru_cache(maxsize=4)
+def _free_masks(spatial: tuple[int, int], grid: tuple[int, int], p_keep: float, features: str):
+    """The ``N_FREE`` masks drawn without the model (fixed seed) for an isotonic link's remainder, grouped by
+    shift, and the surrogate's features ``(N_FREE, F)`` of each: the same for every image of this size, so
+    kept (about 15 MB each at a 7x7 grid) instead of drawn again per explanation."""
+    sampler = RandomGridSampler(spatial, N_FREE, grid, p_keep, np.random.default_rng(FREE_SEED))
+    chunk = next(sampler.chunks(N_FREE))  # masks do not depend on the chunk size
+    basis = (_Blocks if features == "blocks" else _Cells)(chunk.upsampler)
+    return _ShiftSums([chunk]), basis.features(chunk)
 
 
 def _upsample_shift_sums(sums: np.ndarray, up) -> np.ndarray:
@@ -271,15 +288,9 @@ class GridRegression:
 
     def _remainder_map(self, coef: np.ndarray, links: list, upsampler) -> np.ndarray:
         """Monte Carlo map ``(T, H * W)`` of ``h(eta) - eta`` over ``N_FREE`` masks drawn without the model."""
-        sampler = RandomGridSampler(upsampler.spatial, N_FREE, upsampler.grid, self.p_keep,
-                                    np.random.default_rng(FREE_SEED))
-
-        def parts():
-            for chunk in sampler.chunks(512):
-                eta = coef[0] + self._basis.features(chunk) @ coef[1:]
-                yield chunk, _apply_links(links, eta) - eta
-
-        return _mask_average(parts(), self.p_keep)
+        masks, features = _free_masks(upsampler.spatial, upsampler.grid, self.p_keep, self.features)
+        eta = coef[0] + features @ coef[1:]
+        return masks.average(_apply_links(links, eta) - eta, self.p_keep)
 
     def _fold_kept(self, residual: MaskAverage, coef: np.ndarray | None = None, links: list | None = None) -> None:
         """Fold the kept masks' residuals into ``residual`` (their masks rebuilt from the grids)."""
