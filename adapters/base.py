@@ -12,7 +12,7 @@ validated scores ``(n, n_classes)``. Every row counts in :attr:`Adapter.n_querie
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class Adapter(ABC):
     #: render the next perturbed chunk in a background thread while the model scores this one (worth it when
     #: the model's time is spent elsewhere: a server, another process, a GPU's queue)
     overlap_rendering = False
+    #: :meth:`submit_targets` returns before the model has answered (a GPU's queue): the engine then sends the
+    #: next model batch before it reads this one's scores, so the device never waits for the host
+    asynchronous = False
 
     def __init__(self, *, batch_size: int = 64, input_layout: str = "CHW") -> None:
         self.batch_size = check_int(batch_size, "batch_size", type(self).__name__)
@@ -125,11 +128,18 @@ class Adapter(ABC):
         """
         if len(parts) == 1:
             return [self.predict_target(batch, parts[0][0])]
-        bounds = np.cumsum([0] + [n for _, n in parts])
         if all(isinstance(t, Class) and t.output is None for t, _ in parts):
-            scores = self.predict_batch(batch)
-            return [t.select(scores[lo:hi]) for (t, _), lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)]
+            return select_parts(self.predict_batch(batch), parts)
         return evaluate_parts(self.predict_raw(batch), parts, self._model_name())
+
+    def submit_targets(self, batch: Array, parts: list[tuple[Target, int]]) -> Callable[[], list[np.ndarray]]:
+        """:meth:`predict_targets`, split in two: send the batch now, read its scalars when the result is called.
+
+        Adapters with :attr:`asynchronous` start the model here and return at once; here the model
+        answers before this returns. The batch's memory must stay untouched until the result is called.
+        """
+        values = self.predict_targets(batch, parts)
+        return lambda: values
 
     def _model_name(self) -> str:
         return f"the model behind {type(self).__name__}"
@@ -155,6 +165,12 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, input_layout={self.input_layout!r})"
+
+
+def select_parts(scores: np.ndarray, parts: list[tuple[Class, int]]) -> list[np.ndarray]:
+    """Each part's classes ``(rows, T)`` from the scores ``(n, n_classes)`` of a batch of consecutive parts."""
+    bounds = np.cumsum([0] + [n for _, n in parts])
+    return [t.select(scores[lo:hi]) for (t, _), lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)]
 
 
 def evaluate_parts(raw: object, parts: list[tuple[Target, int]], model: str) -> list[np.ndarray]:

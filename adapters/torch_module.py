@@ -8,7 +8,7 @@ from perturbx._utils import check_choice, check_sample_shape
 from perturbx.backend import TorchBackend
 from perturbx.targets import Class, Target, check_target_values
 
-from .base import Adapter, evaluate_parts, slice_rows, to_numpy_output
+from .base import Adapter, evaluate_parts, select_parts, slice_rows, to_numpy_output
 
 
 def _torch():
@@ -166,6 +166,37 @@ class Torch(Adapter):
                 values.append(check_target_values(part, n, target.n_outputs, target))
                 lo += n
         return values
+
+    @property
+    def asynchronous(self) -> bool:
+        """On a CUDA device: a model batch is queued, and its scores are read back after the next one is sent."""
+        return self.device.type == "cuda"
+
+    def submit_targets(self, batch, parts: list[tuple[Target, int]]):
+        """Queue the forward on the GPU and start copying its scores to pinned host memory; read them when called.
+
+        Classifier scores (:class:`~perturbx.targets.Class` targets) only; other targets and devices are
+        computed at once (:meth:`predict_targets`).
+        """
+        if not self.asynchronous or not all(isinstance(t, Class) and t.output is None for t, _ in parts):
+            return super().submit_targets(batch, parts)
+        torch, n = self._backend._torch, int(batch.shape[0])
+        with torch.inference_mode():
+            out = self._forward(batch)
+            self.n_queries += n
+            if not isinstance(out, torch.Tensor):  # checked (and refused) as the other paths do
+                values = select_parts(self._check_scores(out, n), parts)
+                return lambda: values
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(torch.cuda.current_stream(self.device))
+
+        def scores() -> list[np.ndarray]:
+            copied.synchronize()
+            return select_parts(self._check_scores(host, n), parts)
+
+        return scores
 
     def _evaluate_raw(self, out, n: int, target: Target) -> np.ndarray:
         from perturbx.targets import evaluate

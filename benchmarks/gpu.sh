@@ -10,6 +10,8 @@
 #    "wall / floor": wall time over the model alone on the same rows in batches of 64.
 # 2. bench_many.py with the demo CNN on 256 held-out 64x64 images, RISE 1,000 masks, batch 1024:
 #    images/s of explain_many and explain_dataset against one image at a time.
+# 3. gpu_options.py: the Torch adapter's channels_last, autocast and compile on the ResNet-50-shaped CNN,
+#    RISE 2,000 masks: wall over the floor and agreement with the plain map; the same seed on the CPU.
 #
 # Needs a CUDA build of torch, captum, scikit-image and perturbx importable (pip install -e '.[dev]').
 # THREADS (default 4) sets torch's CPU threads. Nothing here is a pass/fail check: read the tables.
@@ -28,12 +30,14 @@ export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 'captum', captum.__version__, 'numpy', numpy.__version__, 'cpus', __import__('os').cpu_count())"
 } | tee "$out/env.txt"
 
-timeout 330 "$py" benchmarks/bench_overhead.py --model resnet50 --device cuda --threads "$threads" --batch 64 \
+timeout 300 "$py" benchmarks/bench_overhead.py --model resnet50 --device cuda --threads "$threads" --batch 64 \
     --rise-masks 4000 --repeats 3 --tmp "$out" \
     --runners perturbx_occlusion,captum_occlusion,perturbx_rise,rise_recipe,perturbx_lime,captum_lime,perturbx_kernelshap,captum_kernelshap \
     2>"$out/overhead.log" | tee "$out/overhead.md" || echo "bench_overhead failed or timed out: see $out/overhead.log"
 
-timeout 120 "$py" benchmarks/bench_many.py --device cuda --threads "$threads" --batch 1024 --tmp "$out" \
+timeout 100 "$py" benchmarks/bench_many.py --device cuda --threads "$threads" --batch 1024 --tmp "$out" \
     2>"$out/many.log" | tee "$out/many.md" || echo "bench_many failed or timed out: see $out/many.log"
+timeout 120 "$py" benchmarks/gpu_options.py --device cuda --threads "$threads" --n-masks 2000 --repeats 2 \
+    2>"$out/options.log" | tee "$out/options.md" || echo "gpu_options failed or timed out: see $out/options.log"
 rm -f "$out"/*.npy
 echo "results in $out"

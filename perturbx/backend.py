@@ -59,7 +59,11 @@ class TorchBackend:
         return getattr(self._torch, np.dtype(dtype).name)
 
     def asarray(self, a: np.ndarray, dtype=np.float32):
-        return self._torch.as_tensor(np.asarray(a), dtype=self._dtype(dtype), device=self.device)
+        if self.device.type != "cuda":
+            return self._torch.as_tensor(np.asarray(a), dtype=self._dtype(dtype), device=self.device)
+        # through pinned memory, without waiting: a copy from pageable memory would wait for the GPU's queue
+        host = np.require(np.asarray(a, dtype=np.dtype(dtype)), requirements=("C", "W"))
+        return self._torch.from_numpy(host).pin_memory().to(self.device, non_blocking=True)
 
     def to_numpy(self, a) -> np.ndarray:
         return a.detach().cpu().numpy()

@@ -13,6 +13,7 @@ import inspect
 import math
 import sys
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,15 +193,27 @@ def run_many(plans: list[Plan], adapter, targets: list[Target | np.ndarray], *,
     budgets = budgets if budgets is not None else [None] * len(plans)
     streams = [_Stream.open(plan, adapter, target, budget, stopping, desc)
                for plan, target, budget in zip(plans, targets, budgets, strict=True)]
+    # an asynchronous adapter (a GPU) gets the next batch before this one's scores are read; a plan then has
+    # two chunks in flight, so that the queue does not drain where one chunk ends (not with stopping, where a
+    # plan must stop at the batch where it converged, as it would alone)
+    pipelined = stopping is None and bool(getattr(adapter, "asynchronous", False))
+    for s in streams:
+        s.max_in_flight = 2 if pipelined else 1
     queue: deque[_Piece] = deque()
     buffers = BufferPool()
     with _progress_bar(sum(s.limit for s in streams), progress, desc) as bar, \
             _render_ahead(adapter, buffers) as ahead:
+        pending = None  # a model call sent and not yet read (asynchronous adapters without stopping)
         while True:
             _fill(queue, streams, adapter, ahead)
-            if not queue:
+            call = _send_one_batch(queue, adapter, buffers)
+            if pending is not None:
+                pending.read(buffers, adapter)
+            elif call is None:
                 break
-            _score_one_batch(queue, adapter, buffers)
+            pending = call if pipelined else None
+            if call is not None and not pipelined:
+                call.read(buffers, adapter)
             _fold_completed(queue, stopping, bar, buffers, adapter)
     for s in streams:
         if stopping is not None and s.result.converged is None:
@@ -223,6 +236,7 @@ class _Stream:
     #: shape of one rendered sample when the renderer writes into a given buffer (``render(masks, out=)``)
     sample_shape: tuple[int, ...] | None = None
     in_flight: int = 0
+    max_in_flight: int = 1
     done: bool = False
 
     @classmethod
@@ -255,8 +269,9 @@ class _Stream:
         return chunk, masks, self.plan.renderer.render(masks, out=buf[:chunk.size]), buf
 
     def may_pull(self) -> bool:
-        """One chunk in flight per plan: a model call never takes two chunks of one plan anyway."""
-        return not self.done and self.in_flight == 0
+        """One chunk in flight per plan (two when model calls are pipelined): a model call never takes two
+        chunks of one plan anyway."""
+        return not self.done and self.in_flight < self.max_in_flight
 
     def fold(self, piece: _Piece, stopping: Stopping | None) -> None:
         """Fold a scored chunk into the estimator; check convergence on the run's schedule."""
@@ -281,15 +296,17 @@ class _Piece:
     rendered: object
     buffer: object  # the pooled memory ``rendered`` lives in (None: the renderer's own)
     scores: np.ndarray
-    scored: int = 0
+    sent: int = 0  # rows sent to the model
+    scored: int = 0  # rows whose scores are in
 
     @property
     def remaining(self) -> int:
-        return self.chunk.size - self.scored
+        """Rows not yet sent to the model."""
+        return self.chunk.size - self.sent
 
     @property
     def complete(self) -> bool:
-        return self.remaining == 0
+        return self.scored == self.chunk.size
 
 
 class _Ahead:
@@ -359,19 +376,37 @@ def _fold_completed(queue: deque, stopping: Stopping | None, bar, buffers: Buffe
         bar.update(piece.chunk.size)
 
 
-def _score_one_batch(queue: deque, adapter, buffers: BufferPool) -> None:
-    """One model call: up to ``batch_size`` rows from the waiting chunks, in order, one chunk per plan.
+@dataclass
+class _Call:
+    """A model call sent: the rows of each piece it took, and how to read their scores."""
+
+    parts: list[tuple[_Piece, int, int]]
+    result: Callable[[], list[np.ndarray]]
+    joined: object  # the pooled batch the rows were copied into, or None
+
+    def read(self, buffers: BufferPool, adapter) -> None:
+        """Wait for the scores and put them in their pieces; the joined batch's memory goes back to the pool."""
+        for (piece, lo, hi), v in zip(self.parts, self.result(), strict=True):
+            piece.scores[lo:hi] = v
+            piece.scored = hi
+        if self.joined is not None:
+            buffers.give(adapter.backend, self.joined, adapter.dtype)
+
+
+def _send_one_batch(queue: deque, adapter, buffers: BufferPool) -> _Call | None:
+    """One model call: up to ``batch_size`` unsent rows of the waiting chunks, in order, one chunk per plan
+    (None when no row waits).
 
     Only chunks whose samples have the shape of the first one's share the call (samples of several
     sizes are scored in separate calls). Rows of several chunks are copied into one pooled batch, given
-    back once the model has answered: a model must not keep its input batch after the call (perturbx
+    back once the scores are read: a model must not keep its input batch after the call (perturbx
     reuses the memory).
     """
     room, parts, seen, shape = adapter.batch_size, [], set(), None
     for piece in queue:
         if room == 0:
             break
-        if piece.complete or id(piece.stream) in seen:
+        if piece.remaining == 0 or id(piece.stream) in seen:
             continue
         if shape is None:
             shape = tuple(piece.rendered.shape[1:])
@@ -379,8 +414,11 @@ def _score_one_batch(queue: deque, adapter, buffers: BufferPool) -> None:
             continue
         seen.add(id(piece.stream))
         take = min(room, piece.remaining)
-        parts.append((piece, piece.scored, piece.scored + take))
+        parts.append((piece, piece.sent, piece.sent + take))
+        piece.sent += take
         room -= take
+    if not parts:
+        return None
     rows = [p.rendered[lo:hi] for p, lo, hi in parts]
     joined = None
     if len(rows) == 1:
@@ -391,12 +429,12 @@ def _score_one_batch(queue: deque, adapter, buffers: BufferPool) -> None:
         for r in rows:
             batch[start:start + len(r)] = r
             start += len(r)
-    values = adapter.predict_targets(batch, [(p.stream.target, hi - lo) for p, lo, hi in parts])
-    for (piece, lo, hi), v in zip(parts, values, strict=True):
-        piece.scores[lo:hi] = v
-        piece.scored = hi
-    if joined is not None:
-        buffers.give(adapter.backend, joined, adapter.dtype)
+    specs = [(p.stream.target, hi - lo) for p, lo, hi in parts]
+    submit = getattr(adapter, "submit_targets", None)
+    if submit is None:  # an adapter of another kind (duck-typed): scored now
+        values = adapter.predict_targets(batch, specs)
+        return _Call(parts, lambda: values, joined)
+    return _Call(parts, submit(batch, specs), joined)
 
 
 def _out_shape(renderer) -> tuple[int, ...] | None:

@@ -173,3 +173,49 @@ def test_rendering_ahead_in_a_thread_gives_the_same_maps(model, images):
     np.testing.assert_array_equal(s_ahead.attributions, s_plain.attributions)
     assert s_ahead.n_queries == s_plain.n_queries
     assert "perturbx-render" in seen
+
+
+class Deferred(Callable):
+    """An asynchronous adapter: a call's scores are computed only when read, as a GPU queue answers later.
+    Records the order of sends and reads."""
+
+    asynchronous = True
+
+    def __init__(self, fn, **kw) -> None:
+        super().__init__(fn, **kw)
+        self.events: list[tuple[str, int]] = []
+
+    def submit_targets(self, batch, parts):
+        batch = np.array(batch)  # the engine keeps the batch's memory until the read; checked below
+        call = sum(1 for e in self.events if e[0] == "send")
+        self.events.append(("send", call))
+
+        def read():
+            self.events.append(("read", call))
+            return self.predict_targets(batch, parts)
+
+        return read
+
+
+@pytest.mark.parametrize("name", ["occlusion", "rise", "rise-regression", "rise-stopping", "lime", "kernelshap"])
+def test_asynchronous_adapters_get_the_next_batch_before_a_read_and_the_same_maps(name, model, images):
+    """An asynchronous adapter (Torch on a GPU) is sent batch k + 1 before batch k's scores are read; the maps
+    and query counts are those of a plain adapter. With stopping there is no pipelining (a plan stops at
+    the batch where it converged, as it would alone)."""
+    explainer = explainers()[name]
+    plain = explainer.explain_many(Callable(model, batch_size=16), images, targets=TARGETS)
+    deferred = Deferred(model, batch_size=16)
+    many = explainer.explain_many(deferred, images, targets=TARGETS)
+    one = explainer.explain(Deferred(model, batch_size=16), images[0], TARGETS[0])
+    for a, b in zip(plain, many, strict=True):
+        np.testing.assert_allclose(b.attributions, a.attributions, rtol=1e-12, atol=1e-14)
+        assert a.n_queries == b.n_queries
+    np.testing.assert_allclose(one.attributions, plain[0].attributions, rtol=1e-12, atol=1e-14)
+    sends = [i for i, (kind, _) in enumerate(deferred.events) if kind == "send"]
+    reads = {call: i for i, (kind, call) in enumerate(deferred.events) if kind == "read"}
+    assert len(sends) == len(reads) > 2
+    overlapped = sum(1 for k in range(len(sends) - 1) if sends[k + 1] < reads[k])
+    if name == "rise-stopping":
+        assert overlapped == 0
+    else:
+        assert overlapped >= len(sends) - 2  # every call but the reference queries' and the last
