@@ -45,7 +45,8 @@ def setup(ns):
     net = load_demo_model().to(ns.device).eval()
     images = make_shapes(ns.n_images, random_state=DEMO_TEST_SEED).images
     adapter = perturbx.adapters.Torch(net, device=ns.device, batch_size=ns.batch)
-    return torch, net, images, adapter, perturbx.RISE(n_masks=ns.n_masks, random_state=0)
+    return torch, net, images, adapter, perturbx.RISE(n_masks=ns.n_masks, random_state=0,
+                                                             control_variate=ns.control_variate)
 
 
 def sync(torch, device: str) -> None:
@@ -99,7 +100,7 @@ def child(ns) -> None:
 def spawn(mode: str, ns) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--n-images", str(ns.n_images), "--n-masks", str(ns.n_masks),
            "--batch", str(ns.batch), "--threads", str(ns.threads), "--device", ns.device,
-           "--images-per-task", str(ns.images_per_task), "--out", os.path.join(ns.tmp, f"bench_many_{mode}.npy")]
+           "--images-per-task", str(ns.images_per_task), "--control-variate", ns.control_variate, "--out", os.path.join(ns.tmp, f"bench_many_{mode}.npy")]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"mode {mode} failed:\n{done.stderr[-3000:]}")
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--images-per-task", type=int, default=8)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--control-variate", default="regression", help="RISE's estimator (its default: regression)")
     ap.add_argument("--tmp", default="/tmp")
     ap.add_argument("--child", choices=MODES)
     ap.add_argument("--out", default="/tmp/bench_many.npy")
@@ -122,7 +124,7 @@ def main() -> None:
     if ns.child:
         child(ns)
         return
-    print(f"demo CNN, {ns.n_images} held-out 64x64 images, RISE {ns.n_masks} masks, batch {ns.batch}, "
+    print(f"demo CNN, {ns.n_images} held-out 64x64 images, RISE {ns.n_masks} masks ({ns.control_variate}), batch {ns.batch}, "
           f"{ns.threads} threads, device {ns.device}; load average before {os.getloadavg()[0]:.2f}\n", flush=True)
     rows = {m: spawn(m, ns) for m in ns.modes.split(",")}
     print(f"load average after {os.getloadavg()[0]:.2f}\n")

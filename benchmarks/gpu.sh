@@ -9,7 +9,8 @@
 #    runner in its own process after a warm-up, median of 3 (Captum Lime: one run); the figure is
 #    "wall / floor": wall time over the model alone on the same rows in batches of 64.
 # 2. bench_many.py with the demo CNN on 256 held-out 64x64 images, RISE 1,000 masks, batch 1024:
-#    images/s of explain_many and explain_dataset against one image at a time.
+#    images/s of explain_many and explain_dataset against one image at a time; then 100 masks each (the
+#    mean-score estimator), where one image alone cannot fill a batch.
 # 3. gpu_options.py: the Torch adapter's channels_last, autocast and compile on the ResNet-50-shaped CNN,
 #    RISE 2,000 masks: wall over the floor and agreement with the plain map; the same seed on the CPU.
 #
@@ -37,6 +38,9 @@ timeout 300 "$py" benchmarks/bench_overhead.py --model resnet50 --device cuda --
 
 timeout 100 "$py" benchmarks/bench_many.py --device cuda --threads "$threads" --batch 1024 --tmp "$out" \
     2>"$out/many.log" | tee "$out/many.md" || echo "bench_many failed or timed out: see $out/many.log"
+timeout 60 "$py" benchmarks/bench_many.py --device cuda --threads "$threads" --batch 1024 --tmp "$out" \
+    --n-masks 100 --control-variate mean --modes one,many 2>"$out/many100.log" | tee "$out/many100.md" \
+    || echo "bench_many (100 masks) failed or timed out: see $out/many100.log"
 timeout 120 "$py" benchmarks/gpu_options.py --device cuda --threads "$threads" --n-masks 2000 --repeats 2 \
     2>"$out/options.log" | tee "$out/options.md" || echo "gpu_options failed or timed out: see $out/options.log"
 rm -f "$out"/*.npy
