@@ -91,9 +91,9 @@ class _ShiftSums:
         keys = np.concatenate([c.shifts[:, 0] * up.cell[1] + c.shifts[:, 1] for c in chunks])
         self.order = np.argsort(keys, kind="stable")
         #: (n, G) the grids in shift order, and the shifts present with where each one's run starts
-        self.grids = np.concatenate([c.grids for c in chunks]).reshape(len(keys), -1)[self.order].astype(np.float64)
+        self.grids = np.concatenate([c.grids for c in chunks]).reshape(len(keys), -1)[self.order]  # 0/1 float32
         self.keys, self.starts = np.unique(keys[self.order], return_index=True)
-        self.ones = np.add.reduceat(self.grids, self.starts, axis=0)  # (shifts present, G)
+        self.ones = np.add.reduceat(self.grids, self.starts, axis=0, dtype=np.float64)  # (shifts present, G)
 
     def average(self, values: np.ndarray, p: float) -> np.ndarray:
         """The centred mask average ``(T, H * W)`` of per-mask ``values`` ``(n, T)`` (in the chunks' order)."""
@@ -109,11 +109,12 @@ class _ShiftSums:
 def _free_masks(spatial: tuple[int, int], grid: tuple[int, int], p_keep: float, features: str):
     """The ``N_FREE`` masks drawn without the model (fixed seed) for an isotonic link's remainder, grouped by
     shift, and the surrogate's features ``(N_FREE, F)`` of each: the same for every image of this size, so
-    kept (about 15 MB each at a 7x7 grid) instead of drawn again per explanation."""
+    kept (about 12 MB at a 7x7 grid) instead of drawn again per explanation; built in chunks, so that the
+    transient memory stays small."""
     sampler = RandomGridSampler(spatial, N_FREE, grid, p_keep, np.random.default_rng(FREE_SEED))
-    chunk = next(sampler.chunks(N_FREE))  # masks do not depend on the chunk size
-    basis = (_Blocks if features == "blocks" else _Cells)(chunk.upsampler)
-    return _ShiftSums([chunk]), basis.features(chunk)
+    chunks = list(sampler.chunks(1024))  # masks do not depend on the chunk size
+    basis = (_Blocks if features == "blocks" else _Cells)(chunks[0].upsampler)
+    return _ShiftSums(chunks), np.concatenate([basis.features(c) for c in chunks])
 
 
 def _upsample_shift_sums(sums: np.ndarray, up) -> np.ndarray:
