@@ -100,7 +100,8 @@ def child(ns) -> None:
 def spawn(mode: str, ns) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--n-images", str(ns.n_images), "--n-masks", str(ns.n_masks),
            "--batch", str(ns.batch), "--threads", str(ns.threads), "--device", ns.device,
-           "--images-per-task", str(ns.images_per_task), "--control-variate", ns.control_variate, "--out", os.path.join(ns.tmp, f"bench_many_{mode}.npy")]
+           "--images-per-task", str(ns.images_per_task), "--control-variate", ns.control_variate,
+           "--out", os.path.join(ns.tmp, f"bench_many_{mode}.npy")]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"mode {mode} failed:\n{done.stderr[-3000:]}")
@@ -124,7 +125,8 @@ def main() -> None:
     if ns.child:
         child(ns)
         return
-    print(f"demo CNN, {ns.n_images} held-out 64x64 images, RISE {ns.n_masks} masks ({ns.control_variate}), batch {ns.batch}, "
+    print(f"demo CNN, {ns.n_images} held-out 64x64 images, RISE {ns.n_masks} masks ({ns.control_variate}), "
+          f"batch {ns.batch}, "
           f"{ns.threads} threads, device {ns.device}; load average before {os.getloadavg()[0]:.2f}\n", flush=True)
     rows = {m: spawn(m, ns) for m in ns.modes.split(",")}
     print(f"load average after {os.getloadavg()[0]:.2f}\n")

@@ -398,6 +398,7 @@ def test_using_an_untrained_explainer_says_so(held_out, net):
     ({"random_state": np.random.default_rng(0)}, ValueError, "must be a non-negative int or None"),
     ({"target": "cat"}, ValueError, "'target' parameter of Amortized must be None"),
     ({"players": 0}, ValueError, "'players' parameter of Amortized must be a positive int"),
+    ({"members": 0}, ValueError, "'members' parameter of Amortized must be"),
     ({"players": 8, "validation_samples": 64}, ValueError, r"'validation_samples' .* at least players \+ 2 = 66"),
 ])
 def test_bad_parameters_are_refused(kwargs, error, match):
@@ -412,3 +413,41 @@ def test_bad_data_is_refused():
         perturbx.Amortized(2, **TINY).fit(tiny_model(), tiny_images(5))
     with pytest.raises(ValueError, match="which is not a folder"):
         perturbx.Amortized(2, **TINY).fit(tiny_model(), "/nonexistent/folder")
+
+
+def test_an_ensemble_averages_its_members_keeps_efficiency_and_extends_a_checkpoint(tmp_path):
+    """members=2 resumed from a one-member checkpoint: no game is queried again, member 0 is the single fit's
+    network, the values are the mean of the members' (each normalised), efficiency stays exact, and the
+    ensemble saves and loads."""
+    from perturbx.amortized.game import normalise
+    from perturbx.amortized.network import Ensemble
+    from perturbx.amortized.train import raw_values
+
+    images, x = tiny_images(), tiny_images(1, seed=9)[0]
+    path = tmp_path / "fit.pt"
+    single = perturbx.Amortized(2, checkpoint=path, **TINY).fit(tiny_model(), images)
+    model = tiny_model()
+    pair = perturbx.Amortized(2, members=2, checkpoint=path, **TINY).fit(model, images)
+    assert model.n_queries == 1  # the identity query: the games and the validation are the checkpoint's
+    net, state = pair._state()["network"], pair._state()
+    assert isinstance(net, Ensemble) and len(net.members) == 2
+    for a, b in zip(net.members[0].state_dict().values(), single._state()["network"].state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(next(net.members[1].parameters()), next(net.members[0].parameters()))
+    log = pair.training_log_
+    assert len(log["members"]) == 2 and log["members"][0]["validation_pearson"] == single.training_log_[
+        "validation_pearson"]
+
+    e = pair.explain(tiny_model(), x, target=[0, 1, 2])
+    delta = tiny_model().predict(x[None])[0] - tiny_model().predict(np.zeros_like(x)[None])[0]
+    np.testing.assert_allclose(e.segment_weights.sum(1), delta, rtol=0, atol=1e-6)
+    image = torch.from_numpy(x[None])
+    each = [normalise(raw_values(m, image, state["scale"]), delta[None])[0] for m in net.members]
+    np.testing.assert_allclose(e.segment_weights, np.mean(each, axis=0), rtol=0, atol=1e-6)
+
+    pair.save(tmp_path / "pair.pt")
+    loaded = perturbx.Amortized.load(tmp_path / "pair.pt")
+    assert loaded.members == 2
+    np.testing.assert_array_equal(loaded.explain(tiny_model(), x).attributions,
+                                  pair.explain(tiny_model(), x).attributions)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from perturbx.adapters import Adapter
 from perturbx.engine import progress_enabled
@@ -41,8 +42,8 @@ from .calibration import Calibration
 from .data import GameTable, baseline_of, image_coalitions, query_games
 from .game import normalise
 from .identity import Identity, baseline_description
-from .network import ExplainerUNet
-from .train import TrainConfig, Trainer, Validation, raw_values
+from .network import Ensemble, ExplainerUNet
+from .train import TrainConfig, Trainer, Validation, explain_batch, pearson_rows, raw_values
 
 __all__ = ["BLOCK_IMAGES", "FitPlan", "run_fit"]
 
@@ -169,45 +170,61 @@ def value_scale(table: GameTable, m: int) -> float:
     return float(max(np.sqrt(np.mean(delta ** 2)), 1e-6) / np.sqrt(m))
 
 
-def make_network(plan: FitPlan, identity: Identity) -> ExplainerUNet:
+def member_seed(seed: int, member: int) -> int:
+    """Seed of ensemble member ``member`` (initial weights, shuffles): the fit's own seed for the first."""
+    return seed if member == 0 else int(np.random.default_rng([seed, 2, member]).integers(2 ** 31))
+
+
+def make_network(plan: FitPlan, identity: Identity, seed: int) -> ExplainerUNet:
     o = plan.owner
     c, h, w = plan.adapter.layout.to_chw(identity.sample_shape)
-    torch.manual_seed(plan.seed)
+    torch.manual_seed(seed)
     return ExplainerUNet(c, len(identity.labels), (h, w), tuple(o.players), width=o.width,
                          depth=o.depth).to(o.device)
 
 
-def train(plan: FitPlan, identity: Identity, table: GameTable, val: dict, state: dict | None, save) -> Trainer:
-    """Train (or resume training) the network; checkpoint every epoch."""
+def train(plan: FitPlan, identity: Identity, table: GameTable, validation: Validation, saved: dict, save,
+          member: int = 0) -> Trainer:
+    """Train (or resume training) ensemble member ``member``; checkpoint every epoch."""
     from tqdm.auto import tqdm
 
     o = plan.owner
-    net = make_network(plan, identity)
-    validation = Validation(to_chw_tensor(plan.val_images, plan.adapter, o.device), val["full"] - val["empty"],
-                            val["column"], val["reference"], val["errors"])
-    config = TrainConfig(o.epochs, o.patience, o.batch_size, o.learning_rate, o.weight_decay, plan.seed)
-    trainer = Trainer(net, to_chw_tensor(plan.images[:len(table)], plan.adapter, o.device), table, validation,
-                      config, value_scale(table, plan.m))
-    if state is not None:
-        trainer.load_state_dict(state)
-    with tqdm(total=o.epochs, initial=trainer.epoch, unit="epoch", leave=False, desc="Amortized: training",
+    key, seed = ("trainer" if member == 0 else f"trainer_{member}"), member_seed(plan.seed, member)
+    config = TrainConfig(o.epochs, o.patience, o.batch_size, o.learning_rate, o.weight_decay, seed)
+    trainer = Trainer(make_network(plan, identity, seed), to_chw_tensor(plan.images[:len(table)], plan.adapter,
+                                                                       o.device),
+                      table, validation, config, value_scale(table, plan.m))
+    if saved.get(key) is not None:
+        trainer.load_state_dict(saved[key])
+    desc = "Amortized: training" + (f" {member + 1}/{o.members}" if o.members > 1 else "")
+    with tqdm(total=o.epochs, initial=trainer.epoch, unit="epoch", leave=False, desc=desc,
               disable=not progress_enabled(o.progress)) as bar:
         def on_epoch(t: Trainer) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{t.history[-1]['loss']:.4f}", pearson=f"{t.history[-1]['validation_pearson']:.4f}")
-            save({"trainer": t.state_dict()})
+            save({key: t.state_dict()})
 
         trainer.run(on_epoch)
     return trainer
 
 
-def calibrate(trainer: Trainer) -> Calibration:
-    """The error model, fitted on the validation images with the best network."""
-    v = trainer.validation
-    raw = raw_values(trainer.best_network(), v.images, trainer.scale)
+def calibrate(network: nn.Module, validation: Validation, scale: float) -> Calibration:
+    """The error model, fitted on the validation images with the trained network."""
+    v = validation
+    raw = raw_values(network, v.images, scale)
     phi, gaps = normalise(raw, v.delta), raw.sum(-1) - v.delta
     rows = np.arange(len(phi))
     return Calibration.fit(phi[rows, v.column], gaps[rows, v.column], v.reference, v.errors)
+
+
+def trained_network(trainers: list[Trainer]) -> tuple[nn.Module, float]:
+    """The best network of each member (their :class:`Ensemble` when several) and its validation Pearson."""
+    if len(trainers) == 1:
+        return trainers[0].best_network(), trainers[0].best_score
+    network = Ensemble([t.best_network() for t in trainers]).eval()
+    v = trainers[0].validation
+    phi = explain_batch(network, v.images, v.delta, trainers[0].scale)
+    return network, float(pearson_rows(phi[np.arange(len(phi)), v.column], v.reference).mean())
 
 
 def run_fit(plan: FitPlan) -> dict[str, Any]:
@@ -236,15 +253,22 @@ def run_fit(plan: FitPlan) -> dict[str, Any]:
     table = GameTable(**saved["table"]) if "table" in saved else GameTable.empty_table(
         len(identity.labels), o.coalitions, plan.m)
     table = query_training(plan, identity, table, n_train, save)
-    trainer = train(plan, identity, table, val, saved.get("trainer"), save)
+    validation = Validation(to_chw_tensor(plan.val_images, plan.adapter, o.device), val["full"] - val["empty"],
+                            val["column"], val["reference"], val["errors"])
+    trainers = [train(plan, identity, table, validation, saved, save, k) for k in range(o.members)]
     save({})
+    network, pearson = trained_network(trainers)
+    first = trainers[0]
     log = {"queries": saved["spent"]["queries"], "seconds": saved["spent"]["seconds"], "training_images": n_train,
            "validation_images": len(plan.val_images), "coalitions_per_image": o.coalitions,
-           "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "validation_pearson": trainer.best_score,
-           "stopped": trainer.stopped, "history": trainer.history}
-    return {"identity": identity, "network": trainer.best_network(), "scale": trainer.scale,
-            "calibration": calibrate(trainer), "training_log": log, "probe": plan.val_images[0],
-            "probe_scores": probe_scores}
+           "epochs": first.epoch, "best_epoch": first.best_epoch, "validation_pearson": pearson,
+           "stopped": first.stopped, "history": first.history}
+    if len(trainers) > 1:
+        log["members"] = [{"epochs": t.epoch, "best_epoch": t.best_epoch, "validation_pearson": t.best_score,
+                           "stopped": t.stopped} for t in trainers]
+    return {"identity": identity, "network": network, "scale": first.scale,
+            "calibration": calibrate(network, validation, first.scale), "training_log": log,
+            "probe": plan.val_images[0], "probe_scores": probe_scores}
 
 
 def resume(path, want: dict[str, Any]) -> dict[str, Any]:

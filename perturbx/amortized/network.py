@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ExplainerUNet"]
+__all__ = ["Ensemble", "ExplainerUNet"]
 
 
 def _norm(channels: int) -> nn.BatchNorm2d:
@@ -85,3 +85,18 @@ class ExplainerUNet(nn.Module):
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
         return self.head(nn.functional.adaptive_avg_pool2d(x, self.grid))
+
+
+class Ensemble(nn.Module):
+    """The mean of several explainer networks' raw values (each trained from its own seed on the same games).
+
+    The efficiency normalisation is additive, so the normalised values of the mean are the mean
+    of the members' normalised values: they still sum exactly to ``f(x) - f(baseline)``.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
