@@ -85,9 +85,8 @@ class Amortized(Explainer):
         Networks trained on the same queried games, each from its own seed; the explainer
         averages their values (:class:`~perturbx.amortized.network.Ensemble`; efficiency stays
         exact). No extra queries: training time and the explainer's forward pass grow with
-        it. Three members lifted the agreement with KernelSHAP from 0.893 to 0.907
-        (benchmarks/results/amortized.md). A checkpoint resumed with more members trains
-        only the new ones.
+        it (benchmarks/results/amortized.md measures three members). A checkpoint resumed with
+        more members trains only the new ones.
     max_queries : int, optional
         Most model queries of ``fit`` (identity query, validation and training); training
         images beyond what it buys are not used. Too small a budget is a QueryBudgetError.
