@@ -399,6 +399,7 @@ def test_using_an_untrained_explainer_says_so(held_out, net):
     ({"target": "cat"}, ValueError, "'target' parameter of Amortized must be None"),
     ({"players": 0}, ValueError, "'players' parameter of Amortized must be a positive int"),
     ({"members": 0}, ValueError, "'members' parameter of Amortized must be"),
+    ({"members": 1, "distil": 3}, ValueError, "needs members >= 2"),
     ({"players": 8, "validation_samples": 64}, ValueError, r"'validation_samples' .* at least players \+ 2 = 66"),
 ])
 def test_bad_parameters_are_refused(kwargs, error, match):
@@ -451,3 +452,39 @@ def test_an_ensemble_averages_its_members_keeps_efficiency_and_extends_a_checkpo
     assert loaded.members == 2
     np.testing.assert_array_equal(loaded.explain(tiny_model(), x).attributions,
                                   pair.explain(tiny_model(), x).attributions)
+
+
+def test_a_distilled_ensemble_is_one_network_and_resumes_without_training(tmp_path, monkeypatch):
+    """distil=2 with members=2: one network again (one forward pass per explanation), fitted to the ensemble's
+    values without queries; efficiency exact; the finished checkpoint resumes every member and the student
+    without training anything again, to the same maps; save and load keep it one network."""
+    from perturbx.amortized import fitting, train
+    from perturbx.amortized.network import ExplainerUNet
+
+    images, x = tiny_images(), tiny_images(1, seed=9)[0]
+    path = tmp_path / "fit.pt"
+    model = tiny_model()
+    fit = perturbx.Amortized(2, members=2, distil=2, checkpoint=path, **TINY).fit(model, images)
+    net = fit._state()["network"]
+    assert type(net) is ExplainerUNet
+    log = fit.training_log_
+    assert len(log["members"]) == 2 and len(log["distilled"]["losses"]) == 2
+    assert log["validation_pearson"] == log["distilled"]["validation_pearson"]
+    e = fit.explain(tiny_model(), x, target=[0, 1, 2])
+    delta = tiny_model().predict(x[None])[0] - tiny_model().predict(np.zeros_like(x)[None])[0]
+    np.testing.assert_allclose(e.segment_weights.sum(1), delta, rtol=0, atol=1e-6)
+    plain = fit.explain(tiny_model(), x).attributions
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train.Trainer, "_train_epoch", refuse)
+    monkeypatch.setattr(fitting, "distil", refuse)
+    again = tiny_model()
+    resumed = perturbx.Amortized(2, members=2, distil=2, checkpoint=path, **TINY).fit(again, images)
+    assert again.n_queries == 1
+    np.testing.assert_array_equal(resumed.explain(tiny_model(), x).attributions, plain)
+    fit.save(tmp_path / "student.pt")
+    loaded = perturbx.Amortized.load(tmp_path / "student.pt")
+    assert type(loaded._state()["network"]) is ExplainerUNet
+    np.testing.assert_array_equal(loaded.explain(tiny_model(), x).attributions, plain)

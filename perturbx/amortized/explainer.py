@@ -87,6 +87,10 @@ class Amortized(Explainer):
         exact). No extra queries: training time and the explainer's forward pass grow with
         it (benchmarks/results/amortized.md measures three members). A checkpoint resumed with
         more members trains only the new ones.
+    distil : int, default 0
+        With ``members >= 2``: epochs of distilling the ensemble into one network (started from
+        the first member, fitted to the ensemble's values on the training images, no queries;
+        :mod:`perturbx.amortized.distil`), so that explaining costs one forward pass again.
     max_queries : int, optional
         Most model queries of ``fit`` (identity query, validation and training); training
         images beyond what it buys are not used. Too small a budget is a QueryBudgetError.
@@ -119,7 +123,7 @@ class Amortized(Explainer):
     def __init__(self, players: int | tuple[int, int] = (4, 4), *, baseline: object = 0.0, target: object = None,
                  coalitions: int = 128, n_images: int = 3000, validation: int = 32, validation_samples: int = 1024,
                  epochs: int = 20, patience: int = 5, batch_size: int = 32, learning_rate: float = 2e-3,
-                 weight_decay: float = 0.0, width: int = 16, depth: int = 4, members: int = 1,
+                 weight_decay: float = 0.0, width: int = 16, depth: int = 4, members: int = 1, distil: int = 0,
                  max_queries: int | None = None,
                  checkpoint: str | os.PathLike | None = None, verify: int = 0, random_state: int | None = 0,
                  progress: bool | None = None, device: str = "cpu") -> None:
@@ -151,6 +155,11 @@ class Amortized(Explainer):
         self.width = check_int(width, "width", owner)
         self.depth = check_int(depth, "depth", owner)
         self.members = check_int(members, "members", owner)
+        self.distil = check_int(distil, "distil", owner, minimum=0)
+        if self.distil and self.members < 2:
+            raise ValueError(f"The 'distil' parameter of Amortized distils an ensemble into one network and needs "
+                             f"members >= 2. Got distil={distil} with members={members}; pass members=3 (say), or "
+                             f"distil=0.")
         self.max_queries = None if max_queries is None else check_int(max_queries, "max_queries", owner)
         self.checkpoint = checkpoint
         self.verify = check_int(verify, "verify", owner, minimum=0)
@@ -377,8 +386,8 @@ class Amortized(Explainer):
 
         c, h, w = Layout(identity.layout).to_chw(identity.sample_shape)
         nets = [ExplainerUNet(c, len(identity.labels), (h, w), identity.players, width=self.width,
-                              depth=self.depth) for _ in range(self.members)]
-        return (nets[0] if self.members == 1 else Ensemble(nets)).to(self.device)
+                              depth=self.depth) for _ in range(1 if self.distil else self.members)]
+        return (nets[0] if self.members == 1 or self.distil else Ensemble(nets)).to(self.device)
 
     def check_model(self, model: object, *, rtol: float = 1e-4, atol: float = 1e-6) -> None:
         """Check with one query that ``model`` is the model the explainer was trained for.

@@ -21,6 +21,7 @@ each), and a budget that cannot buy two of them is refused at once.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from perturbx.targets import BindInfo, Class
 from . import checkpoint as ckpt
 from .calibration import Calibration
 from .data import GameTable, baseline_of, image_coalitions, query_games
+from .distil import distil
 from .game import normalise
 from .identity import Identity, baseline_description
 from .network import Ensemble, ExplainerUNet
@@ -266,9 +268,31 @@ def run_fit(plan: FitPlan) -> dict[str, Any]:
     if len(trainers) > 1:
         log["members"] = [{"epochs": t.epoch, "best_epoch": t.best_epoch, "validation_pearson": t.best_score,
                            "stopped": t.stopped} for t in trainers]
+    if o.distil:
+        network, log["distilled"] = distilled(plan, network, first, saved, save)
+        log["validation_pearson"] = log["distilled"]["validation_pearson"]
+        log["seconds"] = saved["spent"]["seconds"]
     return {"identity": identity, "network": network, "scale": first.scale,
             "calibration": calibrate(network, validation, first.scale), "training_log": log,
             "probe": plan.val_images[0], "probe_scores": probe_scores}
+
+
+def distilled(plan: FitPlan, ensemble: Ensemble, first: Trainer, saved: dict, save) -> tuple[nn.Module, dict]:
+    """The ensemble distilled into one network (:mod:`perturbx.amortized.distil`), kept in the checkpoint."""
+    o, v = plan.owner, first.validation
+    key = {"members": o.members, "epochs": o.distil}
+    done = saved.get("student")
+    if done is not None and done.get("key") == key:
+        student = copy.deepcopy(ensemble.members[0])
+        student.load_state_dict(done["state"])
+        losses = list(done["losses"])
+    else:
+        student, losses = distil(ensemble, first.images, first.table.full - first.table.empty, first.scale,
+                                 first.config, o.distil)
+        save({"student": {"key": key, "state": student.state_dict(), "losses": losses}})
+    phi = explain_batch(student.eval(), v.images, v.delta, first.scale)
+    pearson = float(pearson_rows(phi[np.arange(len(phi)), v.column], v.reference).mean())
+    return student.eval(), {"epochs": o.distil, "losses": losses, "validation_pearson": pearson}
 
 
 def resume(path, want: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +303,8 @@ def resume(path, want: dict[str, Any]) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {}
     raw = ckpt.read(path, what="a checkpoint to resume")
-    blob = {k: (v if k == "trainer" else ckpt.from_blob(v)) for k, v in raw.items() if k not in ckpt.HEADER}
+    blob = {k: (v if k.startswith(("trainer", "student")) else ckpt.from_blob(v)) for k, v in raw.items()
+            if k not in ckpt.HEADER}
     have = blob.get("fingerprint") or {}
     if have != want:
         differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
