@@ -196,3 +196,22 @@ def test_bad_link():
 def test_bad_features():
     with pytest.raises(ValueError, match="'features' parameter of GridRegression must be one of .* Got 'pixels'"):
         GridRegression(NUMPY, 0.5, features="pixels")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_isotonic_link_equals_scikit_learns(seed):
+    """IsotonicFit (pool adjacent violators, written to spare the 80 MB import) against scikit-learn's
+    IsotonicRegression(out_of_bounds="clip"): saturating scores, ties in x, predictions inside and outside."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from perturbx.estimators.isotonic import IsotonicFit
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=400)
+    x[:60] = np.round(x[:60], 1)  # tied x: their y are averaged first
+    y = 1 / (1 + np.exp(-3 * x)) + rng.normal(scale=0.2, size=400)
+    z = np.concatenate([rng.normal(scale=1.5, size=300), [x.min() - 1, x.max() + 1], x[:20]])
+    ours = IsotonicFit.fit(x, y).predict(z)
+    theirs = IsotonicRegression(out_of_bounds="clip").fit(x, y).predict(z)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert np.all(np.diff(IsotonicFit.fit(x, y).knots_y) >= 0)

@@ -43,6 +43,7 @@ import numpy as np
 
 from perturbx.samplers.random_grid import GridChunk, RandomGridSampler, interpolation_matrix
 
+from .isotonic import IsotonicFit
 from .mask_average import MaskAverage
 
 #: ridge penalty of the surrogate's coefficients, relative to the number of masks
@@ -209,9 +210,10 @@ class GridRegression:
         The surrogate: linear in the mask's block means or in the grid cells (module notes).
     link : {"linear", "isotonic"}, default "linear"
         ``"isotonic"``: the surrogate is ``h(eta)``, ``eta`` the linear surrogate and ``h``
-        the monotone function of it that best fits the scores (scikit-learn's
-        ``IsotonicRegression``), for scores that saturate (probabilities). The map of
-        ``eta`` stays exact; that of ``h(eta) - eta`` is a Monte Carlo estimate over
+        the monotone function of it that best fits the scores
+        (:class:`~perturbx.estimators.isotonic.IsotonicFit`: scikit-learn's
+        ``IsotonicRegression`` without its import), for scores that saturate (probabilities).
+        The map of ``eta`` stays exact; that of ``h(eta) - eta`` is a Monte Carlo estimate over
         ``N_FREE`` masks drawn without the model (fixed seed; no queries, none of
         them materialised).
     track_error : bool, default False
@@ -281,10 +283,8 @@ class GridRegression:
         surrogate_map = self._basis.exact_map(coef, self.p_keep)
         if self.link == "linear":
             return coef, None, surrogate_map
-        from sklearn.isotonic import IsotonicRegression
-
         eta = design @ coef
-        links = [IsotonicRegression(out_of_bounds="clip").fit(eta[:, t], scores[:, t]) for t in range(len(coef[0]))]
+        links = [IsotonicFit.fit(eta[:, t], scores[:, t]) for t in range(len(coef[0]))]
         return coef, links, surrogate_map + self._remainder_map(coef, links, self._kept[0][0].upsampler)
 
     def _remainder_map(self, coef: np.ndarray, links: list, upsampler) -> np.ndarray:
