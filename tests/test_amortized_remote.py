@@ -7,8 +7,6 @@ use the same seed, settings and images, so they ask the same queries in the same
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -17,7 +15,7 @@ torch = pytest.importorskip("torch")
 import perturbx  # noqa: E402
 from perturbx.adapters.remote import Remote  # noqa: E402
 
-from .servers.mlserver_process import find_mlserver, serve_onnx  # noqa: E402
+from .servers.mlserver_process import export_onnx, find_mlserver, require, serve_onnx  # noqa: E402
 
 SETTINGS = {"n_images": 24, "coalitions": 8, "validation": 4, "validation_samples": 64, "epochs": 3, "patience": 3,
             "batch_size": 8, "width": 4, "depth": 3, "random_state": 3, "progress": False}
@@ -27,11 +25,7 @@ BATCH = 32
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """MLServer serving the (untrained, seeded) demo CNN as "demo-cnn"; yields (url, onnx path)."""
-    if find_mlserver() is None:
-        if os.environ.get("PERTURBX_REQUIRE_MLSERVER"):
-            pytest.fail("PERTURBX_REQUIRE_MLSERVER is set but mlserver was not found; run "
-                        "tests/servers/setup_mlserver.sh")
-        pytest.skip("mlserver not installed: run tests/servers/setup_mlserver.sh")
+    require(find_mlserver())
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     from perturbx.models import DemoCNN
@@ -39,10 +33,7 @@ def served(tmp_path_factory):
     torch.manual_seed(0)
     net = DemoCNN().eval()
     root = tmp_path_factory.mktemp("amortized_mlserver")
-    path = str(root / "demo.onnx")
-    torch.onnx.export(net, (torch.rand(2, 3, 64, 64),), path, input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
-                      external_data=False, verbose=False, optimize=False)
+    path = export_onnx(net, (3, 64, 64), root / "demo.onnx")
     with serve_onnx(path, root / "server") as url:
         yield url, path
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers.mlserver_process import find_mlserver
+from .servers.mlserver_process import find_mlserver, require
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(EXAMPLES.glob("*.py"))
@@ -35,11 +35,7 @@ def requirements(script: Path) -> list[str]:
 def skip_unless_installed(script: Path) -> None:
     for name in requirements(script):
         if name == "mlserver":
-            if find_mlserver() is None:
-                if os.environ.get("PERTURBX_REQUIRE_MLSERVER"):
-                    pytest.fail("PERTURBX_REQUIRE_MLSERVER is set but mlserver was not found; run "
-                                "tests/servers/setup_mlserver.sh")
-                pytest.skip("mlserver not installed: run tests/servers/setup_mlserver.sh")
+            require(find_mlserver())
         elif importlib.util.find_spec(name) is None:
             pytest.skip(f"{script.name} needs {name}")
 

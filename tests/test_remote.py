@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import shutil
 import ssl
@@ -19,7 +18,7 @@ from perturbx.adapters import Callable
 from perturbx.adapters.remote import MalformedResponseError, Remote, RemoteError
 
 from .servers.faulty_server import FaultyServer
-from .servers.mlserver_process import find_mlserver, serve_onnx
+from .servers.mlserver_process import export_onnx, find_mlserver, require, serve_onnx
 
 SHAPE = (3, 8, 8)
 TOKEN = "tok-3f9a1c77d2e84b6a"  # a fake secret that must never be printed
@@ -60,11 +59,7 @@ def rise() -> RISE:
 @pytest.fixture(scope="module")
 def mlserver(tmp_path_factory):
     """MLServer on 127.0.0.1 serving the demo CNN (exported to ONNX) as "demo-cnn"; yields (url, onnx path, image)."""
-    if find_mlserver() is None:
-        if os.environ.get("PERTURBX_REQUIRE_MLSERVER"):
-            pytest.fail("PERTURBX_REQUIRE_MLSERVER is set but mlserver was not found; run "
-                        "tests/servers/setup_mlserver.sh")
-        pytest.skip("mlserver not installed: run tests/servers/setup_mlserver.sh")
+    require(find_mlserver())
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     models = pytest.importorskip("perturbx.models")
@@ -73,10 +68,7 @@ def mlserver(tmp_path_factory):
     net = models.DemoCNN().eval()
     img = datasets.make_shapes(1, random_state=5).images[0]
     root = tmp_path_factory.mktemp("mlserver")
-    path = str(root / "demo.onnx")
-    torch.onnx.export(net, (torch.rand(2, *img.shape),), path, input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
-                      external_data=False, verbose=False, optimize=False)
+    path = export_onnx(net, img.shape, root / "demo.onnx")
     with serve_onnx(path, root / "server") as url:
         yield url, path, img
 

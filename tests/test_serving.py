@@ -10,7 +10,6 @@ slow or to ask for a token (tests/servers/fault_proxy.py).
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from perturbx.serving.client import post, read_response, request_body
 from .servers import serving_models
 from .servers.explainer_process import find_perturbx_serve, onnx_predictor, serve_explainers, serve_files
 from .servers.fault_proxy import FaultProxy
-from .servers.mlserver_process import free_port
+from .servers.mlserver_process import export_onnx, free_port, require
 
 TOKEN = "tok-serving-5e0c2b9a41d7"        # fake secrets that must never be shown
 WRONG_TOKEN = "wrong-serving-token-8f31c"
@@ -87,11 +86,7 @@ def configs(predictor: str, proxies: SimpleNamespace) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory):
     """The predictor (MLServer, demo CNN from ONNX), the proxies and the explainer process (perturbx serve)."""
-    if find_perturbx_serve() is None:
-        if os.environ.get("PERTURBX_REQUIRE_MLSERVER"):
-            pytest.fail("PERTURBX_REQUIRE_MLSERVER is set but the MLServer venv with perturbx was not found; run "
-                        "tests/servers/setup_mlserver.sh")
-        pytest.skip("the MLServer venv with perturbx is not installed: run tests/servers/setup_mlserver.sh")
+    require(find_perturbx_serve(), "the MLServer venv with perturbx")
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from perturbx.datasets import make_shapes
@@ -101,10 +96,7 @@ def pair(tmp_path_factory):
     net = load_demo_model().eval()
     images = make_shapes(34, random_state=21).images
     root = tmp_path_factory.mktemp("serving")
-    path = str(root / "demo.onnx")
-    torch.onnx.export(net, (torch.rand(2, *images[0].shape),), path, input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
-                      external_data=False, verbose=False, optimize=False)
+    path = export_onnx(net, images[0].shape, root / "demo.onnx")
     with ExitStack() as stack:
         settings = onnx_predictor(path, root / "predictor" / "demo-cnn")  # perturbx serve, as the README does
         predictor, _ = stack.enter_context(serve_files([settings], root / "predictor"))

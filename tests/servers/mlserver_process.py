@@ -32,6 +32,30 @@ def find_mlserver() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
+def require(found: str | None, what: str = "mlserver") -> None:
+    """Skip the calling test where ``found`` (a server executable) is None; fail it instead where
+    ``$PERTURBX_REQUIRE_MLSERVER`` is set (CI must not skip the tests against a real server)."""
+    if found is not None:
+        return
+    import pytest
+
+    if os.environ.get("PERTURBX_REQUIRE_MLSERVER"):
+        pytest.fail(f"PERTURBX_REQUIRE_MLSERVER is set but {what} was not found; run tests/servers/setup_mlserver.sh")
+    pytest.skip(f"{what} not installed: run tests/servers/setup_mlserver.sh")
+
+
+def export_onnx(net, sample_shape: tuple[int, ...], path: str | os.PathLike) -> str:
+    """``net`` written to ``path`` as ONNX with a dynamic batch axis, input "image" and output "logits" (what
+    the servers here load); returns the path as a string."""
+    import torch
+
+    path = str(path)
+    torch.onnx.export(net, (torch.rand(2, *sample_shape),), path, input_names=["image"], output_names=["logits"],
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True,
+                      external_data=False, verbose=False, optimize=False)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
