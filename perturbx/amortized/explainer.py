@@ -382,12 +382,18 @@ class Amortized(Explainer):
         return explainer
 
     def _network(self, identity: Identity) -> ExplainerUNet | Ensemble:
+        """The network a saved explainer's weights fit: one U-Net, or the ensemble of ``members``."""
+        if self.members == 1 or self.distil:
+            return self._unet(identity)
+        return Ensemble([self._unet(identity) for _ in range(self.members)])
+
+    def _unet(self, identity: Identity) -> ExplainerUNet:
+        """One explainer network (fresh weights from torch's global RNG) for ``identity``, on ``device``."""
         from perturbx._utils import Layout
 
         c, h, w = Layout(identity.layout).to_chw(identity.sample_shape)
-        nets = [ExplainerUNet(c, len(identity.labels), (h, w), identity.players, width=self.width,
-                              depth=self.depth) for _ in range(1 if self.distil else self.members)]
-        return (nets[0] if self.members == 1 or self.distil else Ensemble(nets)).to(self.device)
+        return ExplainerUNet(c, len(identity.labels), (h, w), identity.players, width=self.width,
+                             depth=self.depth).to(self.device)
 
     def check_model(self, model: object, *, rtol: float = 1e-4, atol: float = 1e-6) -> None:
         """Check with one query that ``model`` is the model the explainer was trained for.

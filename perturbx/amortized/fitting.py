@@ -178,24 +178,20 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def make_network(plan: FitPlan, identity: Identity, seed: int) -> ExplainerUNet:
-    o = plan.owner
-    c, h, w = plan.adapter.layout.to_chw(identity.sample_shape)
     torch.manual_seed(seed)
-    return ExplainerUNet(c, len(identity.labels), (h, w), tuple(o.players), width=o.width,
-                         depth=o.depth).to(o.device)
+    return plan.owner._unet(identity)
 
 
-def train(plan: FitPlan, identity: Identity, table: GameTable, validation: Validation, saved: dict, save,
-          member: int = 0) -> Trainer:
-    """Train (or resume training) ensemble member ``member``; checkpoint every epoch."""
+def train(plan: FitPlan, identity: Identity, table: GameTable, images: torch.Tensor, validation: Validation,
+          saved: dict, save, member: int = 0) -> Trainer:
+    """Train (or resume training) ensemble member ``member`` on the table's ``images``; checkpoint every epoch."""
     from tqdm.auto import tqdm
 
     o = plan.owner
     key, seed = ("trainer" if member == 0 else f"trainer_{member}"), member_seed(plan.seed, member)
     config = TrainConfig(o.epochs, o.patience, o.batch_size, o.learning_rate, o.weight_decay, seed)
-    trainer = Trainer(make_network(plan, identity, seed), to_chw_tensor(plan.images[:len(table)], plan.adapter,
-                                                                       o.device),
-                      table, validation, config, value_scale(table, plan.m))
+    trainer = Trainer(make_network(plan, identity, seed), images, table, validation, config,
+                      value_scale(table, plan.m))
     if saved.get(key) is not None:
         trainer.load_state_dict(saved[key])
     desc = "Amortized: training" + (f" {member + 1}/{o.members}" if o.members > 1 else "")
@@ -257,7 +253,8 @@ def run_fit(plan: FitPlan) -> dict[str, Any]:
     table = query_training(plan, identity, table, n_train, save)
     validation = Validation(to_chw_tensor(plan.val_images, plan.adapter, o.device), val["full"] - val["empty"],
                             val["column"], val["reference"], val["errors"])
-    trainers = [train(plan, identity, table, validation, saved, save, k) for k in range(o.members)]
+    images = to_chw_tensor(plan.images[:len(table)], plan.adapter, o.device)  # one copy, shared by the members
+    trainers = [train(plan, identity, table, images, validation, saved, save, k) for k in range(o.members)]
     save({})
     network, pearson = trained_network(trainers)
     first = trainers[0]
