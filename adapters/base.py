@@ -128,7 +128,7 @@ class Adapter(ABC):
         """
         if len(parts) == 1:
             return [self.predict_target(batch, parts[0][0])]
-        if all(isinstance(t, Class) and t.output is None for t, _ in parts):
+        if classes_only(parts):
             return select_parts(self.predict_batch(batch), parts)
         return evaluate_parts(self.predict_raw(batch), parts, self._model_name())
 
@@ -165,6 +165,11 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(batch_size={self.batch_size}, input_layout={self.input_layout!r})"
+
+
+def classes_only(parts: list[tuple[Target, int]]) -> bool:
+    """Whether every part's target reads classes of the model's one score array (no named output)."""
+    return all(isinstance(t, Class) and t.output is None for t, _ in parts)
 
 
 def select_parts(scores: np.ndarray, parts: list[tuple[Class, int]]) -> list[np.ndarray]:

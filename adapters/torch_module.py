@@ -8,7 +8,7 @@ from perturbx._utils import check_choice, check_sample_shape
 from perturbx.backend import TorchBackend
 from perturbx.targets import Class, Target, check_target_values
 
-from .base import Adapter, evaluate_parts, select_parts, slice_rows, to_numpy_output
+from .base import Adapter, classes_only, evaluate_parts, select_parts, slice_rows, to_numpy_output
 
 
 def _torch():
@@ -178,7 +178,7 @@ class Torch(Adapter):
         Classifier scores (:class:`~perturbx.targets.Class` targets) only; other targets and devices are
         computed at once (:meth:`predict_targets`).
         """
-        if not self.asynchronous or not all(isinstance(t, Class) and t.output is None for t, _ in parts):
+        if not self.asynchronous or not classes_only(parts):
             return super().submit_targets(batch, parts)
         torch, n = self._backend._torch, int(batch.shape[0])
         with torch.inference_mode():
