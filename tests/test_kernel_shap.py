@@ -546,3 +546,58 @@ def test_control_variate_with_many_superpixels_samples_the_surrogate_and_keeps_e
             np.testing.assert_allclose(e.segment_weights.sum(), e.scores - e.base_value, atol=1e-12)
             assert e.estimate[0] == ("logistic" if cv else "linear")
     assert np.mean(err[True]) < np.mean(err[False]) / 2
+
+
+def _surrogate_errors(game, exact, n_orders: int, seeds: int = 12, **kwargs) -> tuple[float, float]:
+    """Root mean square over seeds of the sampled values' actual error and of their reported error (norms)."""
+    from perturbx.estimators.logistic_game import sampled_shapley
+
+    actual, reported = [], []
+    for seed in range(seeds):
+        phi, error = sampled_shapley(game, n_orders, seed, with_error=True, **kwargs)
+        actual.append(np.linalg.norm(phi - exact))
+        reported.append(np.linalg.norm(error))
+    return float(np.sqrt(np.mean(np.square(actual)))), float(np.sqrt(np.mean(np.square(reported))))
+
+
+def _curved_game(m: int = 14):
+    from perturbx.estimators.logistic_game import LogisticGame
+
+    rng = np.random.default_rng(1)
+    coef, pair = rng.normal(0, 0.6, size=m), np.triu(rng.normal(0, 0.3, size=(m, m)), 1)
+    return LogisticGame(-1.5, coef, pair + pair.T)
+
+
+def test_surrogate_taylor_control_variate_is_unbiased_and_closer():
+    """The control variate has mean zero (many orders converge to enumeration) and halves the error at 1,024."""
+    from perturbx.estimators.logistic_game import LogisticGame, sampled_shapley
+
+    game = _curved_game()
+    exact = game.shapley()
+    with_cv, _ = _surrogate_errors(game, exact, 1024)
+    without, _ = _surrogate_errors(game, exact, 1024, control_variate=False)
+    assert with_cv < 0.6 * without, (with_cv, without)
+    spread = np.linalg.norm(exact - exact.mean())
+    assert np.linalg.norm(sampled_shapley(game, 65536, seed=5) - exact) < 0.004 * spread
+    # a nearly additive surrogate (log-odds within a narrow range) is almost exact with few orders
+    rng = np.random.default_rng(2)
+    flat = LogisticGame(-0.6, rng.normal(0, 0.02, size=50), np.zeros((50, 50)))
+    reference = sampled_shapley(flat, 16384, seed=1, control_variate=False)
+    assert np.linalg.norm(sampled_shapley(flat, 256) - reference) < 0.01 * np.linalg.norm(reference - reference.mean())
+
+
+def test_surrogate_error_estimate_is_calibrated_and_tolerance_is_met():
+    from perturbx.estimators.logistic_game import MIN_ORDERS, sampled_shapley
+
+    game = _curved_game()
+    exact = game.shapley()
+    for kwargs in ({}, {"control_variate": False}):
+        actual, reported = _surrogate_errors(game, exact, 512, **kwargs)
+        assert 0.7 * actual <= reported <= 1.4 * actual, (kwargs, actual, reported)
+    big = _curved_game(24)  # above EXACT_MAX_PLAYERS: sampled
+    reference = sampled_shapley(big, 65536, seed=7)
+    for tolerance in (0.05, 0.01):
+        phi, error = big.shapley_within(tolerance)
+        assert np.linalg.norm(error) <= tolerance and np.linalg.norm(phi - reference) < tolerance
+    loose, _ = big.shapley_within(10.0)  # met at once: the fewest orders
+    np.testing.assert_array_equal(loose, sampled_shapley(big, MIN_ORDERS, 0))

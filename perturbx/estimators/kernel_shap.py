@@ -58,6 +58,11 @@ from perturbx.segmentation import paint
 from .k_additive import fit_third_order, n_parameters
 from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
 
+#: the surrogate's sampled Shapley values are computed to this fraction of the residual's jackknife error
+SURROGATE_TOLERANCE = 0.5
+#: ... or of this fraction of the plain regression's error, if larger
+SURROGATE_FLOOR = 0.1
+
 
 class UnderdeterminedError(ValueError):
     """The coalitions seen do not determine the Shapley values (too few samples)."""
@@ -189,42 +194,60 @@ class ShapleyRegression:
             refit = bool(candidates)
             for t in np.flatnonzero(self._probability):  # a singular surrogate fit leaves the plain estimate
                 with contextlib.suppress(np.linalg.LinAlgError, UnderdeterminedError):
-                    candidates.append((t, "logistic", *self._fit_control_variate(d, t, values[t], refit)))
+                    candidates.append((t, "logistic", *self._fit_control_variate(d, t, values[t], errors[t], refit)))
         for t, name, v, e in candidates:  # keep the estimate with the smaller jackknife error
             if np.isfinite(e).all() and (e ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
                 values[t], errors[t], method[t] = v, e, name
         self.values, self.errors, self.method = values, errors, method
         return values, errors
 
-    def _fit_control_variate(self, d: _Design, t: int, linear: np.ndarray,
+    def _fit_control_variate(self, d: _Design, t: int, linear: np.ndarray, linear_error: np.ndarray,
                              refit: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Values and errors of target ``t`` by the logistic control variate; ``linear`` (M,) screens the pairs.
 
         The jackknife holds the surrogate fixed, unless ``refit``: then the surrogate is
         fitted again without each replicate group (an error comparable with the
         third-order fit's, at the cost of one more fit and Shapley computation per group).
+        The surrogate's sampled Shapley values (M > 18) are computed to a standard error of
+        ``SURROGATE_TOLERANCE`` times the larger of the residual regression's jackknife error
+        and ``SURROGATE_FLOOR`` times the plain estimate's (``linear_error``, (M,)): within
+        the error of the rest, or far below that of the estimate it competes with when the
+        surrogate fits the model almost exactly. Their sampling error is part of the
+        reported error.
         """
         pairs = screen_pairs(linear, len(d.y))
-        values, residual, delta = self._control_variate_values(d, t, d.weights(), pairs)
+        game, residual, delta = self._surrogate(d, t, d.weights(), pairs)
+        fitted, error = d.fit(residual[:, None], delta)
+        tolerance = SURROGATE_TOLERANCE * max(float(np.linalg.norm(error[0])),
+                                              SURROGATE_FLOOR * float(np.linalg.norm(linear_error)))
+        phi_q, phi_error = self._surrogate_values(game, tolerance)
+        values = fitted[0] + phi_q
         if not refit:
-            return values, d.fit(residual[:, None], delta)[1][0]
+            return values, np.hypot(error[0], phi_error)
         groups = np.unique(d.rep[d.random_rows])
         if len(groups) < 2 or getattr(d, "unseen", False) or not d._every_stratum_survives(groups):
             return values, np.full_like(values, np.nan)
-        reps = np.stack([self._control_variate_values(d, t, d.weights(int(g)), pairs)[0] for g in groups])
-        k = len(groups)
+        reps = []
+        for g in groups:
+            w = d.weights(int(g))
+            game_g, residual_g, delta_g = self._surrogate(d, t, w, pairs)
+            reps.append(d._solve(w, residual_g[:, None], delta_g)[0] + self._surrogate_values(game_g, tolerance)[0])
+        k, reps = len(groups), np.stack(reps)
         return values, np.sqrt((k - 1) / k * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
 
-    def _control_variate_values(self, d: _Design, t: int, w: np.ndarray,
-                                pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values (M,) with the surrogate fitted under row weights ``w`` (n,); the residual game (n,) and its delta."""
+    def _surrogate(self, d: _Design, t: int, w: np.ndarray, pairs: np.ndarray):
+        """The surrogate fitted under row weights ``w`` (n,), the residual game (n,) and its delta (1,)."""
         game = fit_logistic_game(d.zf, d.y[:, t], w, pairs)
         q0, q1 = game(np.zeros((1, self.m)))[0], game(np.ones((1, self.m)))[0]
         r0 = self.base_value[t] - q0  # the residual game v - q on the empty coalition
-        residual, delta = d.y[:, t] - game(d.zf) - r0, np.array([self.reference[t] - q1 - r0])
-        phi_q = game.shapley()
-        phi_q += (q1 - q0 - phi_q.sum()) / self.m  # efficiency of the sampled values (exact ones: rounding)
-        return d._solve(w, residual[:, None], delta)[0] + phi_q, residual, delta
+        return game, d.y[:, t] - game(d.zf) - r0, np.array([self.reference[t] - q1 - r0])
+
+    def _surrogate_values(self, game, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+        """The surrogate's Shapley values (M,), summing exactly to ``q(1) - q(0)``, and their standard errors."""
+        m = self.m
+        phi_q, phi_error = game.shapley_within(tolerance)
+        q0, q1 = game(np.zeros((1, m)))[0], game(np.ones((1, m)))[0]
+        return phi_q + (q1 - q0 - phi_q.sum()) / m, phi_error  # efficiency of the sampled values
 
 
 class _Design:

@@ -9,9 +9,9 @@ logistic link). It is fitted to the scores of the coalitions seen by weighted Ga
 on the probability scale (started from least squares on the log-odds), with a small ridge
 penalty. Its Shapley values are computed without the model: exactly, by enumerating the
 ``2**M`` coalitions, for ``M <= EXACT_MAX_PLAYERS``; otherwise by sampling stratified by
-coalition size (:func:`sampled_shapley`), with an error far below that of the model's
-estimate (about 0.3 % of the values' spread with the default 4,096 orders, measured
-against enumeration at ``M = 16``).
+coalition size with a Taylor control variate (:func:`sampled_shapley`), with an error far
+below that of the model's estimate (no larger with the default 1,024 orders than the plain
+sampling's at 4,096, about 0.3 % of the values' spread against enumeration at ``M = 16``).
 
 Used as a control variate by :class:`perturbx.estimators.kernel_shap.ShapleyRegression`:
 ``phi(v) = phi(q) + phi(v - q)``, the first term known, the second estimated from the
@@ -31,6 +31,8 @@ EXACT_MAX_PLAYERS = 18
 #: most superpixels for which LIME and KernelSHAP try the control variate (its fit and
 #: sampled Shapley values cost O(M**2) per row or order)
 CV_MAX_PLAYERS = 128
+#: fewest and most orders of :meth:`LogisticGame.shapley` with a tolerance
+MIN_ORDERS, MAX_ORDERS = 256, 4096
 #: scores are clipped this far inside (0, 1) before taking log-odds
 PROB_MARGIN = 1e-9
 #: most pairwise terms of a surrogate (bounds the fit's cost at large budgets)
@@ -73,11 +75,29 @@ class LogisticGame:
         t = z @ self.coef.astype(z.dtype) + 0.5 * ((z @ self.pair.astype(z.dtype)) * z).sum(axis=1)
         return sigmoid(self.offset + t.astype(np.float64))
 
-    def shapley(self, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
+    def shapley(self, n_orders: int = 1024, seed: int = 0) -> np.ndarray:
         """Shapley values (M,): exact for ``M <= EXACT_MAX_PLAYERS``, else :func:`sampled_shapley`."""
         if len(self.coef) <= EXACT_MAX_PLAYERS:
             return self._enumerated_shapley()
         return sampled_shapley(self, n_orders, seed)
+
+    def shapley_within(self, tolerance: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Shapley values (M,) and their standard errors (M,) (zero when enumerated), to a tolerance.
+
+        Sampled with as many orders as bring the norm of the standard errors (same units
+        as the game) below ``tolerance``: from ``MIN_ORDERS`` up to ``MAX_ORDERS``, in steps
+        of 4x. A control variate needs its surrogate's values only to well within the error
+        of the rest of its estimate.
+        """
+        if len(self.coef) <= EXACT_MAX_PLAYERS:
+            phi = self._enumerated_shapley()
+            return phi, np.zeros_like(phi)
+        n = MIN_ORDERS
+        while True:
+            phi, error = sampled_shapley(self, n, seed, with_error=True)
+            if not np.linalg.norm(error) > tolerance or n >= MAX_ORDERS:  # also stops on a NaN tolerance
+                return phi, error
+            n *= 4
 
     def _enumerated_shapley(self) -> np.ndarray:
         """``phi_j = sum_{S not containing j} |S|! (M - |S| - 1)! / M! (q(S + j) - q(S))``, ``O(M 2**M)``."""
@@ -93,7 +113,8 @@ class LogisticGame:
         return phi
 
 
-def sampled_shapley(game: LogisticGame, n_orders: int = 4096, seed: int = 0) -> np.ndarray:
+def sampled_shapley(game: LogisticGame, n_orders: int = 1024, seed: int = 0, control_variate: bool = True,
+                    with_error: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Shapley values (M,) of a :class:`LogisticGame`, stratified by coalition size.
 
     ``phi_j = (1/M) sum_{s=0}^{M-1} E[q(S + j) - q(S)]`` over uniform ``S`` of size ``s``
@@ -101,8 +122,19 @@ def sampled_shapley(game: LogisticGame, n_orders: int = 4096, seed: int = 0) -> 
     first ``s`` players of an order are a uniform ``s``-subset for every player placed
     after them; so each (player, size) stratum is the mean over about
     ``n_orders (M - s) / M`` subsets. Within a stratum the gain varies only with the
-    composition of ``S``, hence the small error. Cost ``O(n_orders M**2)``; deterministic
-    for a given ``seed``.
+    composition of ``S``, hence the small error.
+
+    With ``control_variate`` each gain ``sigmoid(u + a_j + v) - sigmoid(u)`` (``u`` the
+    log-odds of ``S``, ``v = sum_{i in S} b_ij``) is taken minus its first-order Taylor term
+    at the stratum's exact means of ``u`` and ``v`` (:func:`_stratum_means`): a term of
+    mean zero, so the estimate stays unbiased, that removes the gains' linear spread.
+    Near-additive surrogates become almost exact, and on strongly curved ones 1,024 orders
+    are as close to enumeration as 4,096 without it (``tests/test_kernel_shap.py``), at a
+    quarter of the cost. Cost ``O(n_orders M**2)``; deterministic for a given ``seed``.
+    ``with_error``: also return standard errors ``(M,)`` of the values: the orders are
+    independent, and each order's influence on every stratum mean it enters (the
+    linearised ratio of a stratum's sum of gains to its count) is summed over the sizes,
+    since one order's nested coalitions give correlated gains.
     """
     m = len(game.coef)
     order = np.argsort(np.random.default_rng(seed).random((n_orders, m)), axis=1)
@@ -117,18 +149,62 @@ def sampled_shapley(game: LogisticGame, n_orders: int = 4096, seed: int = 0) -> 
     log_odds = np.full(n_orders, float(game.offset))  # of the first s players of each order
     inter = np.zeros((n_orders, m), np.float32)  # sum over the first s players i of pair[i, j]
     gain = np.empty((n_orders, m), np.float32)  # reused by in-place steps: no fresh (n_orders, M) temporaries
+    taylor = np.empty((n_orders, m), np.float32)
     phi = np.zeros(m)
+    per_order = np.zeros((n_orders, m)) if with_error else None  # each order's share of M phi
     for s in range(m):
         np.add(inter, coef, out=gain)
         gain += log_odds.astype(np.float32)[:, None]
         expit(gain, out=gain)
         gain -= expit(log_odds).astype(np.float32)[:, None]
-        gain *= position >= s
-        phi += gain.sum(axis=0, dtype=np.float64) / after_count[s]
+        if control_variate:
+            gain -= _taylor_term(game, s, log_odds, inter, taylor)
+        after = position >= s
+        gain *= after
+        total = gain.sum(axis=0, dtype=np.float64)
+        phi += total / after_count[s]
+        if with_error:  # each order's influence on the stratum mean sum(gain) / count (delta method)
+            per_order += (gain - after * (total / after_count[s]).astype(np.float32)) / after_count[s]
         new = order[:, s]
         log_odds += game.coef[new] + inter[rows, new]
         inter += pair[new]
-    return phi / m
+    if not with_error:
+        return phi / m
+    # the orders are independent; one order's influences on its nested sizes add up (they correlate)
+    return phi / m, np.sqrt(n_orders / max(n_orders - 1, 1) * (per_order ** 2).sum(axis=0)) / m
+
+
+def _stratum_means(game: LogisticGame, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact means ``(M,)`` of ``u`` (log-odds of ``S``) and ``v_j`` over uniform s-subsets ``S`` without ``j``.
+
+    Each other player is in ``S`` with probability ``s / (M - 1)`` and each pair of them
+    with ``s (s - 1) / ((M - 1)(M - 2))``.
+    """
+    m = len(game.coef)
+    one = s / (m - 1) if m > 1 else 0.0
+    two = s * (s - 1) / ((m - 1) * (m - 2)) if m > 2 else 0.0
+    row = game.pair.sum(axis=1)  # sum_i b_ij
+    u = game.offset + one * (game.coef.sum() - game.coef) + two * (row.sum() / 2 - row)
+    return u, one * row
+
+
+def _taylor_term(game: LogisticGame, s: int, log_odds: np.ndarray, inter: np.ndarray,
+                 out: np.ndarray) -> np.ndarray:
+    """First-order Taylor term of the gains ``(n_orders, M)`` at size ``s``'s means, written into ``out``.
+
+    ``sigma'(mu_u + a_j + mu_v)(u - mu_u + v - mu_v) - sigma'(mu_u)(u - mu_u)``: zero mean
+    over the stratum, since ``u`` and ``v`` enter linearly.
+    """
+    mu_u, mu_v = _stratum_means(game, s)
+    hi, lo = expit(mu_u + game.coef + mu_v), expit(mu_u)
+    hi, lo = (hi * (1 - hi)).astype(np.float32), (lo * (1 - lo)).astype(np.float32)
+    du = (log_odds[:, None] - mu_u[None]).astype(np.float32)
+    np.subtract(inter, mu_v.astype(np.float32), out=out)
+    out += du
+    out *= hi
+    du *= lo
+    out -= du
+    return out
 
 
 def screen_pairs(importance: np.ndarray, n_rows: int) -> np.ndarray:
