@@ -11,6 +11,11 @@ Pointing: the peak of the map within the pointing game's tolerance of the object
 a 224-px image (Zhang et al.) scaled to the 64-px images, 4.3 px; a flat peak counts the
 share of its pixels that hit (``pointing_game``'s default). IoU: the map thresholded at
 0.5 (half deleted) against the object's mask.
+
+The mask grid is 14 x 14: these objects are about 13 px wide (4.5 % of the image), and the
+paper's 28 x 28 grid, drawn for 224-px photographs, has 2.3-px cells here, fine enough to
+outline an object's rim; 14 x 14 gives 4.6-px cells, a third of an object's width. With
+28 x 28 the IoU is 0.29 (autograd) and 0.32 (black box); benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from perturbx.models import load_textured_model, textured_shapes, train_textured
 
 N_IMAGES = 30
 STEPS = 150
+MASK = 14
 TOLERANCE = 15 * 64 / 224  # the pointing game's 15 px at 224 px, in pixels of these 64-px images
 
 
@@ -59,7 +65,7 @@ def explain_all(confident, adapter, **kwargs) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a mask that never moved warns: fail on it
         for i in idx:
-            out.append(MeaningfulPerturbation(steps=STEPS, random_state=0, **kwargs).explain(
+            out.append(MeaningfulPerturbation(steps=STEPS, mask_shape=MASK, random_state=0, **kwargs).explain(
                 adapter, data.images[i], target=int(data.labels[i])))
     return out
 
@@ -100,18 +106,27 @@ def test_peak_on_the_object(maps, request, confident):
     assert pointing.mean() >= 0.9, pointing
 
 
-def test_black_box_mask_overlaps_the_object(black_box_maps, confident):
-    _, iou = localisation(black_box_maps, confident)
+@pytest.mark.parametrize("maps", ["autograd_maps", "black_box_maps"])
+def test_mask_overlaps_the_object(maps, request, confident):
+    _, iou = localisation(request.getfixturevalue(maps), confident)
     assert iou.mean() >= 0.3, iou
 
 
-def test_autograd_mask_deletes_part_of_the_object(autograd_maps, confident):
-    """Exact gradients delete the objects' edges: the deleted pixels lie on the object, but cover less of it."""
+def test_stopping_at_chance_deletes_only_a_rim(autograd_maps, confident):
+    """The previous objective stops paying once the class is at chance: exact gradients then delete less.
+
+    Per image, the share of the object that the mask deletes is smaller than with the default
+    objective, which goes on to the mirrored target (on average and on most images).
+    """
     _, data, idx = confident
-    _, iou = localisation(autograd_maps, confident)
-    inside = [((e.attributions > 0.5) & data.masks[i]).sum() / max((e.attributions > 0.5).sum(), 1)
-              for e, i in zip(autograd_maps, idx, strict=True)]
-    assert np.mean(inside) >= 0.5 and iou.mean() > 0.1, (inside, iou)
+    rim = explain_all(confident, Torch(confident[0]), objective="log_odds_to_chance")
+
+    def deleted(explanations):
+        return np.array([((e.attributions > 0.5) & data.masks[i]).sum() / data.masks[i].sum()
+                         for e, i in zip(explanations, idx, strict=True)])
+
+    now, before = deleted(autograd_maps), deleted(rim)
+    assert now.mean() > before.mean() + 0.1 and np.mean(now > before) >= 0.7, (now, before)
 
 
 def test_the_papers_probability_objective_stays_put_and_says_so(confident):

@@ -34,15 +34,21 @@ class MeaningfulPerturbation(MaskExplainer):
     every step.
 
     The model term ``L`` (``objective``): by default (``"log_odds"``, for class targets)
-    the class's softmax log-odds ``l = log p_c - log sum_{k != c} p_k`` relative to the way
-    from the input's ``l_x`` down to chance, ``max(l - l_0, 0) / (l_x - l_0)`` with
-    ``l_0 = -log(C - 1)`` (:func:`perturbx.optimize.objectives.log_odds_loss`). The paper
-    uses the probability ``p_c`` itself (``objective="score"``), whose gradient vanishes
-    when the model is confident: at ``p_c = 0.9999`` a deletion that halves the odds moves
-    ``p_c`` by 1e-4, and on classifiers with probabilities near 1 every mask stays where it
-    started. The log-odds move by the same amount at any confidence, the target "the class
-    is down to chance" is reachable, and the term still lies in [0, 1] like a probability,
-    so the area and smoothness coefficients keep their meaning. Log-odds are computed from
+    the class's softmax log-odds ``l = log p_c - log sum_{k != c} p_k`` measured in units of
+    the way from the input's ``l_x`` down to chance ``l_0 = -log(C - 1)``: ``(l - l_0) /
+    (l_x - l_0)``, 1 for the input, 0 at chance, and held at -1 below ``2 l_0 - l_x``, where the
+    class is as confidently absent as it was present
+    (:func:`perturbx.optimize.objectives.log_odds_loss`). The paper uses the probability
+    ``p_c`` itself (``objective="score"``), whose gradient vanishes when the model is
+    confident: at ``p_c = 0.9999`` a deletion that halves the odds moves ``p_c`` by 1e-4, and
+    on classifiers with probabilities near 1 every mask stays where it started. The
+    log-odds move by the same amount at any confidence, and the term is bounded like a
+    probability (a range of 2 instead of 1), so the area and smoothness coefficients keep
+    their meaning. ``objective="log_odds_to_chance"`` stops paying at chance (the term
+    ``max(l - l_0, 0) / (l_x - l_0)``, the default of earlier versions): there the model is
+    only undecided, and on small flat-coloured objects deleting their edges suffices, so
+    the map marks a rim; going on to the mirrored target deletes more of the object
+    (benchmarks/RESULTS.md, issue 20). Log-odds are computed from
     probabilities when the model returns them (rows that sum to 1) without forming
     ``1 - p_c``, so even a probability that rounds to 1.0 in float32 keeps its information,
     and from logits otherwise. For other targets (a detection, a region) the objective is
@@ -68,10 +74,10 @@ class MeaningfulPerturbation(MaskExplainer):
     Parameters
     ----------
     game : {"deletion", "preservation"}, default "deletion"
-    objective : {"log_odds", "score"}, default "log_odds"
+    objective : {"log_odds", "log_odds_to_chance", "score"}, default "log_odds"
         The model term: the normalised log-odds above (class targets; other targets use
-        their scalar) or the target's scalar as the paper (``"score"``; earlier perturbx
-        versions, whose seeded results it reproduces).
+        their scalar), the same stopping at chance (the previous default, whose seeded
+        results it reproduces), or the target's scalar as the paper (``"score"``).
     baseline : None, float, str, array or callable, default None
         What the mask's zeros show. None: the input blurred with ``blur_sigma``; anything
         else as in :mod:`perturbx.baselines`.
@@ -160,7 +166,7 @@ class MeaningfulPerturbation(MaskExplainer):
 
     def _prepare_target(self, target: Target) -> Target:
         """A class is explained through its log-odds unless ``objective="score"``."""
-        if self.objective == "log_odds" and isinstance(target, Class) and target.score == "output":
+        if self.objective != "score" and isinstance(target, Class) and target.score == "output":
             index = target.index if target.index is None or not target.single else target.index[0]
             return Class(index, output=target.output, score="log_odds")
         return target
@@ -173,10 +179,11 @@ class MeaningfulPerturbation(MaskExplainer):
         torch = _torch()
         reference = torch.as_tensor(setup.reference, dtype=torch.float32, device=setup.device)
         floor = target.chance_log_odds
+        depth = 1.0 if self.objective == "log_odds" else 0.0
 
         def loss(scores, positions):
             ref = reference.to(scores.device)[torch.as_tensor(positions, device=scores.device)]
-            return log_odds_loss(scores, ref.to(scores.dtype), floor, self.game)
+            return log_odds_loss(scores, ref.to(scores.dtype), floor, self.game, depth)
 
         return loss
 

@@ -16,7 +16,7 @@ REFERENCE_SIDE = 224
 REFERENCE_PIXELS = REFERENCE_SIDE ** 2
 GAMES = ("deletion", "preservation")
 #: what the model term of a mask objective is made of (MeaningfulPerturbation)
-OBJECTIVES = ("log_odds", "score")
+OBJECTIVES = ("log_odds", "log_odds_to_chance", "score")
 
 
 def game_loss(scores, game: str):
@@ -29,19 +29,24 @@ def game_loss(scores, game: str):
     return scores if game == "deletion" else -scores
 
 
-def log_odds_loss(log_odds, reference, floor: float, game: str):
-    """Model term in [0, 1] from a class's log-odds ``(n,)``: how much of the way to chance is left.
+def log_odds_loss(log_odds, reference, floor: float, game: str, depth: float = 1.0):
+    """Model term from a class's log-odds ``(n,)``: how much of the way to chance is left.
 
     ``reference`` (n,) is the unperturbed input's log-odds ``l_x`` and ``floor`` the
-    log-odds at chance level, ``-log(C - 1)``. Deletion: ``max(l - floor, 0) / (l_x - floor)``,
-    1 for the input and 0 once the class is down to chance ("the class is gone": pushing it
-    further buys nothing, so the area term decides the rest). Preservation:
-    ``max(l_x - max(l, floor), 0) / (l_x - floor)``, 0 while the mask keeps the input's log-odds.
-    The denominator is at least 1e-6 (a class already at chance).
+    log-odds at chance level, ``-log(C - 1)``; ``span = l_x - floor`` (at least 1e-6, for a
+    class already at chance). Deletion: ``max(l - floor + depth * span, 0) / span - depth``,
+    1 for the input, 0 once the class is down to chance, and ``-depth`` at the lowest
+    target, as far below chance as ``depth`` times the input was above it. With
+    ``depth = 1`` (default) the deletion keeps paying through chance until the class is
+    as confidently absent as it was present; with ``depth = 0`` it stops paying at chance
+    ("the model is undecided"), where deleting the edges of a flat object often suffices.
+    Bounded either way, so the area term decides the rest. Preservation:
+    ``max(l_x - max(l, floor), 0) / span`` (``depth`` unused), 0 while the mask keeps the
+    input's log-odds, 1 at chance.
     """
     span = (reference - floor).clamp_min(1e-6)
     if game == "deletion":
-        return (log_odds - floor).clamp_min(0.0) / span
+        return (log_odds - floor + depth * span).clamp_min(0.0) / span - depth
     return (reference - log_odds.clamp_min(floor)).clamp_min(0.0) / span
 
 
