@@ -51,7 +51,8 @@ def fit(model, args, out: Path):
     from perturbx.targets import Class
 
     explainer = perturbx.Amortized(args.players, target=Class(None, score=args.score), n_images=args.images,
-                                   coalitions=args.coalitions, members=args.members, distil=args.distil, width=args.width,
+                                   coalitions=args.coalitions, members=args.members, distil=args.distil,
+                                   width=args.width,
                                    validation=args.validation, validation_samples=args.validation_samples,
                                    epochs=args.epochs, patience=args.patience, max_queries=args.budget,
                                    checkpoint=out / f"amortized_{args.players}{suffix(args)}.pt", random_state=0,
