@@ -9,9 +9,9 @@ logistic link). It is fitted to the scores of the coalitions seen by weighted Ga
 on the probability scale (started from least squares on the log-odds), with a small ridge
 penalty. Its Shapley values are computed without the model: exactly, by enumerating the
 ``2**M`` coalitions, for ``M <= EXACT_MAX_PLAYERS``; otherwise by sampling stratified by
-coalition size with a Taylor control variate (:func:`sampled_shapley`), with an error far
-below that of the model's estimate (no larger with the default 1,024 orders than the plain
-sampling's at 4,096, about 0.3 % of the values' spread against enumeration at ``M = 16``).
+coalition size with a Taylor control variate (:func:`sampled_shapley`), with as many
+orders as bring their standard error within a tolerance that the caller sets from the error
+of the rest of its estimate (:meth:`LogisticGame.shapley_within`).
 
 Used as a control variate by :class:`perturbx.estimators.kernel_shap.ShapleyRegression`:
 ``phi(v) = phi(q) + phi(v - q)``, the first term known, the second estimated from the
@@ -31,7 +31,7 @@ EXACT_MAX_PLAYERS = 18
 #: most superpixels for which LIME and KernelSHAP try the control variate (its fit and
 #: sampled Shapley values cost O(M**2) per row or order)
 CV_MAX_PLAYERS = 128
-#: fewest and most orders of :meth:`LogisticGame.shapley` with a tolerance
+#: fewest and most orders of :meth:`LogisticGame.shapley_within`
 MIN_ORDERS, MAX_ORDERS = 256, 4096
 #: scores are clipped this far inside (0, 1) before taking log-odds
 PROB_MARGIN = 1e-9
@@ -128,9 +128,9 @@ def sampled_shapley(game: LogisticGame, n_orders: int = 1024, seed: int = 0, con
     log-odds of ``S``, ``v = sum_{i in S} b_ij``) is taken minus its first-order Taylor term
     at the stratum's exact means of ``u`` and ``v`` (:func:`_stratum_means`): a term of
     mean zero, so the estimate stays unbiased, that removes the gains' linear spread.
-    Near-additive surrogates become almost exact, and on strongly curved ones 1,024 orders
-    are as close to enumeration as 4,096 without it (``tests/test_kernel_shap.py``), at a
-    quarter of the cost. Cost ``O(n_orders M**2)``; deterministic for a given ``seed``.
+    Near-additive surrogates become almost exact with a few hundred orders; on the strongly
+    curved surrogate of ``tests/test_kernel_shap.py`` it halves the error at equal orders.
+    Cost ``O(n_orders M**2)``; deterministic for a given ``seed``.
     ``with_error``: also return standard errors ``(M,)`` of the values: the orders are
     independent, and each order's influence on every stratum mean it enters (the
     linearised ratio of a stratum's sum of gains to its count) is summed over the sizes,
@@ -149,7 +149,7 @@ def sampled_shapley(game: LogisticGame, n_orders: int = 1024, seed: int = 0, con
     log_odds = np.full(n_orders, float(game.offset))  # of the first s players of each order
     inter = np.zeros((n_orders, m), np.float32)  # sum over the first s players i of pair[i, j]
     gain = np.empty((n_orders, m), np.float32)  # reused by in-place steps: no fresh (n_orders, M) temporaries
-    taylor = np.empty((n_orders, m), np.float32)
+    taylor = np.empty((n_orders, m), np.float32) if control_variate else None
     phi = np.zeros(m)
     per_order = np.zeros((n_orders, m)) if with_error else None  # each order's share of M phi
     for s in range(m):
