@@ -63,9 +63,11 @@ class MeaningfulPerturbation(MaskExplainer):
     scaled to the image: the blur sigma by ``s = sqrt(H W) / 224``; the L1 and TV sums are
     taken over the upsampled mask as if it were drawn at 224 x 224 (so the same relative
     mask costs the same at any size, see :mod:`perturbx.optimize.objectives`); the mask
-    grid stays 28 x 28, a fixed fraction of the image. The coefficients assume scores that
-    are a term in [0, 1]: a probability, as in the paper, or the default normalised
-    log-odds, from logits or probabilities alike.
+    grid stays 28 x 28, a fixed fraction of the image (for objects a few percent of a small
+    image, a coarser grid marks them better: ``tests/test_confident.py`` uses 14 x 14 at
+    64 px). The coefficients assume a model term of order one: a probability, as in the
+    paper, or the default normalised log-odds (from 1 down to -1), from logits or
+    probabilities alike.
 
     A mask that never moved from its start (a model whose score does not respond, or a
     step budget too small) gives a constant map: ``extras["moved"]`` is False for that
