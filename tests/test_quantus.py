@@ -169,7 +169,20 @@ def test_sensitivity_and_lipschitz_equal_quantus_on_its_noise(quantus_run):
 
 
 def test_relative_stability_equals_quantus_on_its_noise(quantus_run, net):
+    """RIS exactly; ROS and RRS to 1e-4: they divide by the float32 network's response to Quantus's small noise,
+    a difference of nearby outputs that carries the rounding of the convolution's summation order (which
+    changes with the thread count; a clean CI run differed from Quantus by 1.2e-5 in RRS). The network runs on
+    one thread here, as in Quantus's runner."""
     d, q = quantus_run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _relative_stability_matches(d, q, net)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _relative_stability_matches(d: dict, q: dict, net) -> None:
     exp = KernelExplainer(d["K"])
     x = torch.as_tensor(d["x"])
     for name in ("ris", "ros", "rrs"):
@@ -186,7 +199,7 @@ def test_relative_stability_equals_quantus_on_its_noise(quantus_run, net):
                 else:
                     d0, dk = net[:5](xi)[0].numpy(), net[:5](xk).numpy()
             value = relative_stability(a0, maps, d0, dk, relative_denominator=name != "ros").max()
-            assert value == pytest.approx(q[name][i], rel=1e-5), name
+            assert value == pytest.approx(q[name][i], rel=1e-5 if name == "ris" else 1e-4), name
 
 
 def test_random_logit_equals_quantus_for_its_class(quantus_run, net):
