@@ -126,8 +126,8 @@ def main() -> None:
         child(ns)
         return
     print(f"demo CNN, {ns.n_images} held-out 64x64 images, RISE {ns.n_masks} masks ({ns.control_variate}), "
-          f"batch {ns.batch}, "
-          f"{ns.threads} threads, device {ns.device}; load average before {os.getloadavg()[0]:.2f}\n", flush=True)
+          f"batch {ns.batch}, {ns.threads} threads, device {ns.device}; "
+          f"load average before {os.getloadavg()[0]:.2f}\n", flush=True)
     rows = {m: spawn(m, ns) for m in ns.modes.split(",")}
     print(f"load average after {os.getloadavg()[0]:.2f}\n")
     print("| mode | images/s | speed-up over one | model-only ceiling images/s | wall / model-only "

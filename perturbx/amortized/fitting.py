@@ -45,7 +45,7 @@ from .distil import distil
 from .game import normalise
 from .identity import Identity, baseline_description
 from .network import Ensemble, ExplainerUNet
-from .train import TrainConfig, Trainer, Validation, explain_batch, pearson_rows, raw_values
+from .train import TrainConfig, Trainer, Validation, raw_values
 
 __all__ = ["BLOCK_IMAGES", "FitPlan", "run_fit"]
 
@@ -220,9 +220,7 @@ def trained_network(trainers: list[Trainer]) -> tuple[nn.Module, float]:
     if len(trainers) == 1:
         return trainers[0].best_network(), trainers[0].best_score
     network = Ensemble([t.best_network() for t in trainers]).eval()
-    v = trainers[0].validation
-    phi = explain_batch(network, v.images, v.delta, trainers[0].scale)
-    return network, float(pearson_rows(phi[np.arange(len(phi)), v.column], v.reference).mean())
+    return network, trainers[0].validation.pearson(network, trainers[0].scale)
 
 
 def run_fit(plan: FitPlan) -> dict[str, Any]:
@@ -287,9 +285,8 @@ def distilled(plan: FitPlan, ensemble: Ensemble, first: Trainer, saved: dict, sa
         student, losses = distil(ensemble, first.images, first.table.full - first.table.empty, first.scale,
                                  first.config, o.distil)
         save({"student": {"key": key, "state": student.state_dict(), "losses": losses}})
-    phi = explain_batch(student.eval(), v.images, v.delta, first.scale)
-    pearson = float(pearson_rows(phi[np.arange(len(phi)), v.column], v.reference).mean())
-    return student.eval(), {"epochs": o.distil, "losses": losses, "validation_pearson": pearson}
+    student.eval()
+    return student, {"epochs": o.distil, "losses": losses, "validation_pearson": v.pearson(student, first.scale)}
 
 
 def resume(path, want: dict[str, Any]) -> dict[str, Any]:

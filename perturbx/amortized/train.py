@@ -71,6 +71,11 @@ class Validation:
     reference: np.ndarray
     errors: np.ndarray
 
+    def pearson(self, net: nn.Module, scale: float) -> float:
+        """Mean Pearson correlation, over the images, of ``net``'s values of the validated target with KernelSHAP's."""
+        phi = explain_batch(net, self.images, self.delta, scale)
+        return float(pearson_rows(phi[np.arange(len(phi)), self.column], self.reference).mean())
+
 
 def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of ``a`` with the same row of ``b`` (n, M) -> (n,); 0 for a flat row."""
@@ -136,7 +141,7 @@ class Trainer:
         """Train until ``epochs`` or the early stop; ``on_epoch(self)`` after each epoch (checkpoints, progress)."""
         while not self.done:
             loss = self._train_epoch()
-            score = float(pearson_rows(*self._validation_pairs()).mean())
+            score = self.validation.pearson(self.net, self.scale)
             self.epoch += 1
             self.history.append({"epoch": self.epoch, "loss": loss, "validation_pearson": score})
             if score > self.best_score + 1e-4:
@@ -169,12 +174,6 @@ class Trainer:
             total += float(loss.detach()) * len(i)
         self.schedule.step()
         return total / n
-
-    def _validation_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """The network's values of each validation image's validated target, and KernelSHAP's: (n, M) each."""
-        v = self.validation
-        phi = explain_batch(self.net, v.images, v.delta, self.scale)
-        return phi[np.arange(len(phi)), v.column], v.reference
 
     def best_network(self) -> nn.Module:
         """The network with the best validation epoch's weights (the current ones if none was better)."""
