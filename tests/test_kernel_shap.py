@@ -490,10 +490,8 @@ def test_logistic_surrogate_values_are_exact():
 def test_sampled_surrogate_values_agree_with_enumeration():
     from perturbx.estimators.logistic_game import LogisticGame, sampled_shapley
 
-    rng = np.random.default_rng(1)
-    m = 14
-    coef, pair = rng.normal(0, 0.6, size=m), np.triu(rng.normal(0, 0.3, size=(m, m)), 1)
-    game = LogisticGame(-1.5, coef, pair + pair.T)
+    game = _curved_game()
+    m, coef = len(game.coef), game.coef
     exact = game.shapley()
     sampled = sampled_shapley(game, n_orders=4096, seed=3)
     spread = np.linalg.norm(exact - exact.mean())
