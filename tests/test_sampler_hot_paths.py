@@ -76,3 +76,24 @@ def test_kernel_shap_allocation_equals_the_per_call_computation(sampling, m):
     groups = [SizeGroup(s, m) for s in range(1, m // 2 + 1)]
     for budget in [0, 1, 2, 7, 2 * m, 2 * m + 1, 97, 500, 1998, 5000, 10 ** 5]:
         np.testing.assert_array_equal(sampler._allocation(groups, budget), allocation_per_call(sampler, groups, budget))
+
+
+def _segment_maps() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    blocks = (np.arange(48)[:, None] // 16) * 4 + np.arange(64)[None] // 16  # 16-px runs: repeated run by run
+    speckle = rng.integers(0, 9, size=(20, 30))  # runs of about one pixel: the per-pixel gather
+    return {"blocks": blocks, "speckle": speckle, "one segment": np.zeros((6, 5), np.int64)}
+
+
+@pytest.mark.parametrize("backend", backends(), ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(_segment_maps()))
+def test_superpixel_masks_equal_the_per_pixel_lookup(backend, dtype, name):
+    segments = _segment_maps()[name]
+    segmap = SegmentMap(segments)
+    assert (segmap.runs is not None) == (name != "speckle")
+    z = (np.random.default_rng(0).random((7, segmap.n_segments)) < 0.5).astype(np.uint8)
+    masks = segmap.masks(z, backend, dtype)
+    got = backend.to_numpy(masks) if backend.name == "torch" else masks
+    assert got.dtype == dtype and got.shape == (7, *segments.shape)
+    np.testing.assert_array_equal(got, z[:, segments].astype(dtype))
