@@ -519,6 +519,24 @@ def test_logistic_surrogate_fit_recovers_a_logistic_game_and_screens_pairs():
     np.testing.assert_allclose(fit.pair, game.pair, atol=1e-6)
 
 
+def test_logistic_surrogate_fit_stops_at_a_stationary_point_of_its_objective():
+    """Gauss-Newton stops early once its steps are negligible: the fit must then be the objective's minimum."""
+    from perturbx.estimators.logistic_game import fit_logistic_game, screen_pairs
+
+    rng = np.random.default_rng(4)
+    m, n = 25, 600
+    z = (rng.random((n, m)) < 0.5).astype(float)
+    y = np.clip(1 / (1 + np.exp(-(z @ rng.normal(0, 0.5, m) - 1))) + rng.normal(0, 0.05, n), 0.01, 0.99)
+    w, pairs, ridge = rng.random(n) + 0.5, screen_pairs(rng.normal(size=m), n), 1e-3
+    fit = fit_logistic_game(z, y, w, pairs, ridge=ridge)
+    x = np.hstack([np.ones((n, 1)), z, z[:, pairs[:, 0]] * z[:, pairs[:, 1]]])
+    theta = np.r_[fit.offset, fit.coef, fit.pair[pairs[:, 0], pairs[:, 1]]]
+    q = 1 / (1 + np.exp(-(x @ theta)))
+    penalty = ridge * w.mean() * np.r_[0.0, np.ones(len(theta) - 1)]
+    gradient = (x * (q * (1 - q) * w)[:, None]).T @ (y - q) - penalty * theta  # half the objective's, negated
+    assert np.abs(gradient).max() < 1e-9 * np.abs((x * w[:, None]).T @ y).max()
+
+
 def test_control_variate_with_many_superpixels_samples_the_surrogate_and_keeps_efficiency():
     """M = 30 (surrogate values sampled, not enumerated) on a logistic game with pairwise terms."""
     from perturbx.estimators.logistic_game import LogisticGame

@@ -39,6 +39,8 @@ PROB_MARGIN = 1e-9
 MAX_PAIRS = 120
 #: a surrogate gets at most one parameter per this many coalitions
 ROWS_PER_PARAMETER = 4
+#: Gauss-Newton stops after a step below this, relative to the largest parameter (usually the 3rd-5th)
+CONVERGED_STEP = 1e-10
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -228,7 +230,8 @@ def fit_logistic_game(z: np.ndarray, y: np.ndarray, w: np.ndarray, pairs: np.nda
 
     Minimises ``sum w (y - q(z))^2 + ridge * mean(w) * ||theta||^2`` (the offset not
     penalised) by Gauss-Newton steps from the weighted least-squares fit of the clipped
-    log-odds. ``pairs`` (P, 2) are the interaction terms.
+    log-odds, at most ``iterations`` of them, stopping once a step moves no parameter by more
+    than ``CONVERGED_STEP`` relative to the largest. ``pairs`` (P, 2) are the interaction terms.
     """
     n, m = z.shape
     x = np.hstack([np.ones((n, 1)), z, z[:, pairs[:, 0]] * z[:, pairs[:, 1]]])
@@ -240,7 +243,10 @@ def fit_logistic_game(z: np.ndarray, y: np.ndarray, w: np.ndarray, pairs: np.nda
         q = sigmoid(x @ theta)
         jac = x * (q * (1 - q))[:, None]
         lhs = (jac * w[:, None]).T @ jac + penalty + 1e-12 * np.eye(x.shape[1])
-        theta = theta + np.linalg.solve(lhs, (jac * w[:, None]).T @ (y - q) - penalty @ theta)
+        step = np.linalg.solve(lhs, (jac * w[:, None]).T @ (y - q) - penalty @ theta)
+        theta = theta + step
+        if np.abs(step).max() <= CONVERGED_STEP * (1.0 + np.abs(theta).max()):
+            break  # Gauss-Newton converges quadratically here: the next step would be ~1e-20
     pair = np.zeros((m, m))
     pair[pairs[:, 0], pairs[:, 1]] = pair[pairs[:, 1], pairs[:, 0]] = theta[1 + m:]
     return LogisticGame(float(theta[0]), theta[1:1 + m].copy(), pair)
