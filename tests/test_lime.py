@@ -218,9 +218,30 @@ def test_population_ridge_equals_the_fit_over_every_coalition():
     from sklearn.linear_model import Ridge
 
     exact = Ridge(alpha=scale).fit(zz, game(zz), sample_weight=w)
-    coef, intercept = population_ridge(game, m, 0.25, 1.0, n)
+    coef, intercept, error = population_ridge(game, m, 0.25, 1.0, n)
     np.testing.assert_allclose(coef, exact.coef_, atol=3e-3)
     assert intercept == pytest.approx(exact.intercept_, abs=3e-3)
+    assert (np.abs(coef - exact.coef_) < 4 * error).all()
+
+
+def test_population_ridge_error_is_calibrated_and_stops_at_the_tolerance():
+    """The Monte Carlo error it reports matches the spread over population seeds; a loose tolerance stops
+    after the first block, where the error is twice that of four blocks."""
+    from perturbx.estimators.linear_surrogate import POPULATION_BLOCK, population_ridge
+    from perturbx.estimators.logistic_game import LogisticGame
+
+    rng = np.random.default_rng(6)
+    m, n = 12, 500
+    pair = np.triu(rng.normal(0, 0.5, (m, m)), 1)
+    game = LogisticGame(-0.3, rng.normal(size=m), pair + pair.T)
+    runs = [population_ridge(game, m, 0.25, 1.0, n, n_big=POPULATION_BLOCK, seed=s) for s in range(24)]
+    spread = np.std([r[0] for r in runs], axis=0, ddof=1)
+    reported = np.mean([r[2] for r in runs], axis=0)
+    assert 0.7 < np.linalg.norm(spread) / np.linalg.norm(reported) < 1.4
+    one = population_ridge(game, m, 0.25, 1.0, n, n_big=4 * POPULATION_BLOCK, tolerance=np.inf)
+    four = population_ridge(game, m, 0.25, 1.0, n, n_big=4 * POPULATION_BLOCK, tolerance=0.0)
+    np.testing.assert_allclose(one[0], population_ridge(game, m, 0.25, 1.0, n, n_big=POPULATION_BLOCK)[0])
+    assert 1.7 < np.linalg.norm(one[2]) / np.linalg.norm(four[2]) < 2.3
 
 
 def probability_game(m: int, seed: int) -> np.ndarray:

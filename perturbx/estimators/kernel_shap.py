@@ -56,12 +56,14 @@ from perturbx.samplers.coalitions import WeightedCoalitionChunk
 from perturbx.segmentation import paint
 
 from .k_additive import fit_third_order, n_parameters
-from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
-
-#: the surrogate's sampled Shapley values are computed to this fraction of the residual's jackknife error
-SURROGATE_TOLERANCE = 0.5
-#: ... or of this fraction of the plain regression's error, if larger
-SURROGATE_FLOOR = 0.1
+from .logistic_game import (
+    CV_MAX_PLAYERS,
+    PROB_MARGIN,
+    SURROGATE_FLOOR,
+    SURROGATE_TOLERANCE,
+    fit_logistic_game,
+    screen_pairs,
+)
 
 
 class UnderdeterminedError(ValueError):

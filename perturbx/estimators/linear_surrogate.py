@@ -23,13 +23,14 @@ lime's surrogate at ``n`` samples, with less noise when ``q`` predicts the model
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from perturbx.samplers.coalitions import CoalitionChunk
 from perturbx.segmentation import paint
 
-from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, screen_pairs
+from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, SURROGATE_FLOOR, fit_logistic_game, screen_pairs
 
 #: coalitions of the model-free regression on the surrogate game (control variate) ...
 POPULATION_SAMPLES = 2 ** 17
@@ -60,53 +61,95 @@ def solve_ridge(st: dict[str, np.ndarray], alpha: float) -> tuple[np.ndarray, ..
     return beta, zbar, ybar, czz, czy
 
 
-#: rows of the population evaluated at a time (its temporaries stay a few MB)
+#: the population fit's Monte Carlo error is brought to this fraction of the residual fit's error (adding at
+#: most 3 % to the total: a coarser population would save host time at the price of model queries)
+POPULATION_TOLERANCE = 0.25
+#: rows of the population evaluated at a time (its temporaries stay a few MB); even: whole antithetic pairs
 POPULATION_BLOCK = 8192
 
 
 @functools.lru_cache(maxsize=2)
 def _population_design(m: int, kernel_width: float, n_big: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Antithetic fair-coin coalitions (n_big, M) as bools, their kernel weights and weighted sums (no game).
+    """Antithetic fair-coin coalitions (n_big, M) as bools, pair by pair, their kernel weights and the
+    weighted sums of each prefix of whole blocks (no game).
 
-    Kept as bools and summed in blocks: the float32 coalitions and their products took 81 MB at
-    peak for M = 50, most of what LIME's control variate added to the process.
+    Returns ``z`` (n_big, M) bool (rows ``2k`` and ``2k + 1`` complementary), ``w`` (n_big,),
+    and per block ``b`` the sums over rows ``< (b + 1) * POPULATION_BLOCK``: ``w_sums`` (B,),
+    ``z_sums`` (B, M), ``zz_sums`` (B, M, M). Kept as bools and summed in blocks: the float32
+    coalitions and their products took 81 MB at peak for M = 50.
     """
     rng = np.random.default_rng(seed)
     half = rng.random((n_big // 2, m)) < 0.5
-    z = np.concatenate([half, ~half])
+    z = np.stack([half, ~half], axis=1).reshape(n_big, m)
     w = np.empty(n_big)
-    z_sum, zz_sum = np.zeros(m), np.zeros((m, m))
+    w_sums, z_sums, zz_sums = [0.0], [np.zeros(m)], [np.zeros((m, m))]
     for lo in range(0, n_big, POPULATION_BLOCK):
         block = z[lo:lo + POPULATION_BLOCK].astype(np.float64)
         w[lo:lo + len(block)] = wb = cosine_kernel(block, kernel_width)
         zw = block * wb[:, None]
-        z_sum += zw.sum(axis=0)
-        zz_sum += zw.T @ block
-    return z, w, float(w.sum()), z_sum, zz_sum
+        w_sums.append(w_sums[-1] + float(wb.sum()))
+        z_sums.append(z_sums[-1] + zw.sum(axis=0))
+        zz_sums.append(zz_sums[-1] + zw.T @ block)
+    return z, w, np.array(w_sums[1:]), np.stack(z_sums[1:]), np.stack(zz_sums[1:])
 
 
 def population_ridge(game, m: int, kernel_width: float, alpha: float, n_samples: int,
-                     n_big: int = POPULATION_SAMPLES, seed: int = 0) -> tuple[np.ndarray, float]:
-    """lime's ridge fit ``(coef (M,), intercept)`` of a known game over ``n_big`` antithetic fair-coin coalitions.
+                     n_big: int = POPULATION_SAMPLES, seed: int = 0, tolerance: float = 0.0
+                     ) -> tuple[np.ndarray, float, np.ndarray]:
+    """lime's ridge fit ``(coef (M,), intercept, standard error (M,))`` of a known game over fair-coin coalitions.
 
     Stands for the expectation of the fit over ``n_samples`` samples (the unperturbed
     input included, with weight 1): that row and the penalty ``alpha`` are scaled by
-    ``n_big / (n_samples - 1)`` to keep their share. No model query; the coalitions
-    and their sums are cached between calls, the game is evaluated in blocks.
+    ``rows / (n_samples - 1)`` to keep their share. No model query; the coalitions
+    and their sums are cached between calls, the game is evaluated a block of
+    ``POPULATION_BLOCK`` rows at a time, up to ``n_big`` rows: after the first block, as
+    many blocks as bring the fit's Monte Carlo standard error (which falls as one over the
+    square root of the rows) to a norm of at most ``tolerance``.
+
+    The standard error is the regression's sandwich estimate over antithetic pairs: the
+    coefficients are ``A^-1 sum_i w_i (z_i - zbar) q_i`` (plus a known term), whose random part
+    about the fit is ``sum_p u_p`` with ``u_p = sum_{i in p} w_i r_i (z_i - zbar)`` and ``r`` the
+    fit's residuals, so the covariance is ``A^-1 (n_pairs Cov(u)) A^-1``, ``Cov(u)`` estimated on
+    the latest block's pairs.
     """
-    z, w, w_sum, z_sum, zz_sum = _population_design(m, float(kernel_width), int(n_big), int(seed))
-    scale = n_big / max(n_samples - 1, 1)
+    z, w, w_sums, z_sums, zz_sums = _population_design(m, float(kernel_width), int(n_big), int(seed))
     wq, zwq = 0.0, np.zeros(m)
-    for lo in range(0, n_big, POPULATION_BLOCK):
+    q_one = float(game(np.ones((1, m)))[0])  # the unperturbed row
+    n_blocks, last = len(w_sums), None
+    b = 0
+    while b < n_blocks:
+        lo = b * POPULATION_BLOCK
         block = z[lo:lo + POPULATION_BLOCK].astype(np.float64)
-        weighted = w[lo:lo + len(block)] * np.asarray(game(block), dtype=np.float64)
+        w_block, q = w[lo:lo + len(block)], np.asarray(game(block), dtype=np.float64)
+        weighted = w_block * q
         wq += float(weighted.sum())
         zwq += weighted @ block
-    q_one = float(game(np.ones((1, m)))[0])  # the unperturbed row, weight `scale`
-    st = {"w": w_sum + scale, "z": z_sum + scale, "y": np.array([wq + scale * q_one]),
-          "zz": zz_sum + scale, "zy": zwq[:, None] + scale * q_one}
-    beta, zbar, ybar = solve_ridge(st, alpha * scale)[:3]
-    return beta[:, 0], float(ybar[0] - zbar @ beta[:, 0])
+        b += 1
+        if last is None or b == last:  # the error after the first block sets how many blocks are needed
+            rows = lo + len(block)
+            scale = rows / max(n_samples - 1, 1)
+            st = {"w": w_sums[b - 1] + scale, "z": z_sums[b - 1] + scale, "y": np.array([wq + scale * q_one]),
+                  "zz": zz_sums[b - 1] + scale, "zy": zwq[:, None] + scale * q_one}
+            beta, zbar, ybar, czz = solve_ridge(st, alpha * scale)[:4]
+            intercept = float(ybar[0] - zbar @ beta[:, 0])
+            error = _population_error(block, w_block * (q - intercept - block @ beta[:, 0]), zbar,
+                                      czz + alpha * scale * np.eye(m), rows // 2)
+            norm = float(np.linalg.norm(error))
+            if b == last or norm <= tolerance:
+                break
+            # the error falls as 1 / sqrt(rows)
+            last = n_blocks if tolerance <= 0 else min(n_blocks, max(b + 1, math.ceil(b * (norm / tolerance) ** 2)))
+    return beta[:, 0], intercept, error
+
+
+def _population_error(block: np.ndarray, weighted_residual: np.ndarray, zbar: np.ndarray, lhs: np.ndarray,
+                      n_pairs: int) -> np.ndarray:
+    """Sandwich standard errors (M,) of a population ridge fit from one block's antithetic pairs (rows 2k, 2k+1)."""
+    m = block.shape[1]
+    pairs = (weighted_residual[:, None] * (block - zbar)).reshape(-1, 2, m).sum(axis=1)
+    inverse = np.linalg.inv(lhs)
+    cov = np.cov(pairs, rowvar=False).reshape(m, m) * n_pairs
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", inverse, cov, inverse), 0.0))
 
 
 class WeightedRidge:
@@ -223,7 +266,7 @@ class WeightedRidge:
         self._cv_intercept = {}
         for t in self._cv_targets():
             try:
-                coef, intercept, err = self._control_variate(t, beta[t])
+                coef, intercept, err = self._control_variate(t, beta[t], errors[t])
             except np.linalg.LinAlgError:  # no surrogate: the plain fit stays
                 continue
             if np.isfinite(err).all() and (err ** 2).sum() < np.nan_to_num((errors[t] ** 2).sum(), nan=np.inf):
@@ -235,8 +278,15 @@ class WeightedRidge:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(self._probability)
 
-    def _control_variate(self, t: int, plain: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        """Coefficients (M,), intercept and jackknife errors (M,) of target ``t`` by the control variate."""
+    def _control_variate(self, t: int, plain: np.ndarray, plain_error: np.ndarray
+                         ) -> tuple[np.ndarray, float, np.ndarray]:
+        """Coefficients (M,), intercept and standard errors (M,) of target ``t`` by the control variate.
+
+        The errors combine the residual fit's jackknife errors with the population fit's Monte
+        Carlo error; the population grows until the latter's norm is ``POPULATION_TOLERANCE``
+        times the larger of the residual's error and ``SURROGATE_FLOOR`` times the plain fit's
+        (``plain_error``, (M,)).
+        """
         z = np.concatenate([np.ones((1, self.m), np.uint8)] + [r[0] for r in self._rows]).astype(np.float64)
         y = np.concatenate([self.reference[t:t + 1]] + [r[1][:, t] for r in self._rows])
         game = fit_logistic_game(z, y, cosine_kernel(z, self.kernel_width), screen_pairs(plain, len(y)))
@@ -248,11 +298,14 @@ class WeightedRidge:
             start += len(rows)
         coef, err = residual._plain_error()
         beta, zbar, ybar = residual._solve(residual._stats())[:3]
-        n_big = 2 * min(POPULATION_SAMPLES, POPULATION_BITS // self.m) // 2
-        pop_coef, pop_intercept = population_ridge(game, self.m, self.kernel_width, self.alpha, self.n_samples,
-                                                   n_big=n_big)
+        n_big = min(POPULATION_SAMPLES, POPULATION_BITS // self.m) // POPULATION_BLOCK * POPULATION_BLOCK
+        tolerance = POPULATION_TOLERANCE * max(float(np.linalg.norm(np.nan_to_num(err[0]))),
+                                              SURROGATE_FLOOR * float(np.linalg.norm(np.nan_to_num(plain_error))))
+        pop_coef, pop_intercept, pop_error = population_ridge(
+            game, self.m, self.kernel_width, self.alpha, self.n_samples, n_big=max(n_big, POPULATION_BLOCK),
+            tolerance=tolerance)
         intercept = float((ybar - zbar @ beta)[0] + residual.reference[0]) + pop_intercept
-        return coef[0] + pop_coef, intercept, err[0]
+        return coef[0] + pop_coef, intercept, np.hypot(err[0], pop_error)
 
     def _plain_error(self) -> tuple[np.ndarray, np.ndarray]:
         beta = self._solve(self._stats())[0].T

@@ -39,6 +39,11 @@ PROB_MARGIN = 1e-9
 MAX_PAIRS = 120
 #: a surrogate gets at most one parameter per this many coalitions
 ROWS_PER_PARAMETER = 4
+#: what the surrogate contributes model-free (its Shapley values, LIME's population fit) is computed to this
+#: fraction of the residual estimate's jackknife error ...
+SURROGATE_TOLERANCE = 0.5
+#: ... or to this fraction of the plain estimate's error, if larger
+SURROGATE_FLOOR = 0.1
 #: Gauss-Newton stops after a step below this, relative to the largest parameter (usually the 3rd-5th)
 CONVERGED_STEP = 1e-10
 
