@@ -31,8 +31,8 @@ class NumpyBackend:
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n)
 
-    def bmm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.matmul(a, b)
+    def bmm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.matmul(a, b, out=out)
 
     def cast(self, a: np.ndarray, dtype=np.float32) -> np.ndarray:
         return a.astype(dtype, copy=False)
@@ -71,8 +71,8 @@ class TorchBackend:
     def arange(self, n: int):
         return self._torch.arange(n, device=self.device)
 
-    def bmm(self, a, b):
-        return self._torch.matmul(a, b)
+    def bmm(self, a, b, out=None):
+        return self._torch.matmul(a, b) if out is None else self._torch.matmul(a, b, out=out)
 
     def cast(self, a, dtype=np.float32):
         return a.to(self._dtype(dtype))

@@ -46,6 +46,30 @@ def test_window_masks_equal_the_brute_force(backend, dtype, shape, window, strid
     got = np.concatenate(chunks)
     assert got.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(got, window_masks_by_hand(shape, window, stride))
+    _check_written_into_given_memory(list(sampler.chunks(100)), backend, dtype, chunks)
+
+
+def _check_written_into_given_memory(chunks, backend, dtype, expected) -> None:
+    """``materialize(out=)`` (the engine's pooled memory) gives the same masks, in that memory."""
+    for chunk, want in zip(chunks, expected, strict=True):
+        out = backend.zeros((chunk.size + 3, *chunk.mask_shape), dtype)[:chunk.size]  # a pooled buffer's head
+        got = chunk.materialize(backend, dtype, out=out)
+        assert got is out or backend.to_numpy(got).__array_interface__["data"] == \
+            backend.to_numpy(out).__array_interface__["data"]
+        np.testing.assert_array_equal(backend.to_numpy(out), want)
+
+
+@pytest.mark.parametrize("backend", backends(), ids=lambda b: b.name)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rise_masks_written_into_given_memory_equal_fresh_ones(backend, dtype):
+    from perturbx.samplers.random_grid import RandomGridSampler
+
+    sampler = RandomGridSampler((21, 30), 50, (4, 5), 0.5, np.random.default_rng(0))
+    chunks = list(sampler.chunks(16))
+    fresh = [backend.to_numpy(c.materialize(backend, dtype)) for c in chunks]
+    for c, f in zip(chunks, fresh, strict=True):
+        assert f.shape == (c.size, 21, 30) and ((f >= 0) & (f <= 1 + 1e-6)).all()
+    _check_written_into_given_memory(chunks, backend, dtype, fresh)
 
 
 def allocation_per_call(sampler: ShapleyKernelSampler, groups: list[SizeGroup], budget: int) -> np.ndarray:

@@ -145,8 +145,9 @@ class _Axis:
         average = _block_average(n, blocks)  # (blocks, n)
         #: (cell, blocks, grid): block means of the interpolation, per shift
         self.project = np.stack([average @ c for c in crops])
-        #: (blocks, n): block averages of K, the shift-averaged sum_j W_j(v) W_j(u) along this axis
-        self.kernel = average @ np.mean([c @ c.T for c in crops], axis=0)
+        #: (blocks, n): block averages of K, the shift-averaged sum_j W_j(v) W_j(u) along this axis, as
+        #: (average c) c^T per shift: no (n, n) matrix per shift (at 224 px, 32 of them were 26 MB at once)
+        self.kernel = np.mean([p @ c.T for p, c in zip(self.project, crops, strict=True)], axis=0)
 
 
 class _Blocks:

@@ -25,7 +25,13 @@ class MaskChunk(Protocol):
     size: int
 
     def materialize(self, backend, dtype) -> Array:
-        """Full-resolution keep-masks ``(size, H, W)`` or per-channel ``(size, C, H, W)``."""
+        """Full-resolution keep-masks ``(size, H, W)`` or per-channel ``(size, C, H, W)``.
+
+        Optional: a chunk that also has a ``mask_shape`` attribute (the shape of one mask)
+        takes ``out=``, an array ``(size, *mask_shape)`` of ``dtype`` on ``backend``, and writes
+        its masks there; the engine then passes memory from its buffer pool, reused from one
+        chunk to the next, and estimators must not keep ``masks`` after their ``update``.
+        """
 
 
 @runtime_checkable

@@ -86,14 +86,19 @@ class GridChunk:
     def size(self) -> int:
         return len(self.grids)
 
-    def materialize(self, backend, dtype):
-        """Smooth keep-masks ``(n, H, W)`` with values in [0, 1]."""
+    @property
+    def mask_shape(self) -> tuple[int, int]:
+        """``(H, W)``: the shape of one mask (the engine gives :meth:`materialize` pooled memory of it)."""
+        return tuple(self.upsampler.spatial)
+
+    def materialize(self, backend, dtype, out=None):
+        """Smooth keep-masks ``(n, H, W)`` with values in [0, 1], written into ``out`` when given."""
         up_y, up_x = self.upsampler.matrices(backend, dtype)
         h, w = self.upsampler.spatial
         rows = backend.asarray(self.shifts[:, :1] + np.arange(h), np.int64)  # (n, H)
         cols = backend.asarray(self.shifts[:, 1:] + np.arange(w), np.int64)  # (n, W)
         grids = backend.asarray(self.grids, dtype)
-        return backend.bmm(backend.bmm(up_y[rows], grids), up_x[cols].swapaxes(1, 2))
+        return backend.bmm(backend.bmm(up_y[rows], grids), up_x[cols].swapaxes(1, 2), out=out)
 
 
 class RandomGridSampler:

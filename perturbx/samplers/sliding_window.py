@@ -31,8 +31,13 @@ class WindowChunk:
     def size(self) -> int:
         return len(self.starts)
 
-    def materialize(self, backend, dtype):
-        """Keep-masks: 0 inside each window, 1 elsewhere; ``(n, *shape)``.
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        """The shape of one mask (the engine gives :meth:`materialize` pooled memory of it)."""
+        return tuple(self.shape)
+
+    def materialize(self, backend, dtype, out=None):
+        """Keep-masks: 0 inside each window, 1 elsewhere; ``(n, *shape)``, written into ``out`` when given.
 
         The mask is ``1 - prod_axis inside_axis`` (outer product of per-axis 0/1 indicators); the
         last product and the subtraction are one pass over the full-size masks (exact: 0/1 values).
@@ -48,10 +53,19 @@ class WindowChunk:
         for f in factors[1:-1]:
             occluded = occluded * f
         if k == 1:
-            return 1.0 - occluded
+            keep = 1.0 - occluded
+            if out is None:
+                return keep
+            out[...] = keep
+            return out
         if hasattr(occluded, "addcmul"):  # torch: 1 - occluded * last in one kernel
-            return occluded.new_ones(()).addcmul(occluded, factors[-1], value=-1)
-        keep = np.multiply(occluded, factors[-1])
+            one = occluded.new_ones(())
+            if out is None:
+                return one.addcmul(occluded, factors[-1], value=-1)
+            import torch
+
+            return torch.addcmul(one, occluded, factors[-1], value=-1, out=out)
+        keep = np.multiply(occluded, factors[-1], out=out)
         return np.subtract(1.0, keep, out=keep)
 
 
