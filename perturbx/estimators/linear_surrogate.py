@@ -14,10 +14,12 @@ Logistic control variate (``control_variate=True``, for targets whose scores are
 ``q(z) = sigmoid(c + z . a + sum b_ij z_i z_j)`` is fitted to them
 (:mod:`perturbx.estimators.logistic_game`), and since the ridge solution is linear in the
 scores, ``beta_n(y) = beta_n(q) + beta_n(y - q)``: the first term is replaced by its
-expectation, lime's ridge on ``q`` over ``POPULATION_SAMPLES`` coalitions drawn from the
-same distribution without the model (penalty and unperturbed row scaled to keep their
-share), and only the residual ``y - q`` is regressed on the model's samples. The target is
-lime's surrogate at ``n`` samples, with less noise when ``q`` predicts the model well.
+expectation, lime's ridge on ``q`` over up to ``POPULATION_SAMPLES`` coalitions drawn from
+the same distribution without the model (penalty and unperturbed row scaled to keep their
+share; as many as bring its Monte Carlo error to ``POPULATION_TOLERANCE`` of the rest's), and
+only the residual ``y - q`` is regressed on the model's samples. The target is lime's
+surrogate at ``n`` samples, with less noise when ``q`` predicts the model well; its error is
+the residual fit's jackknife error and the population fit's Monte Carlo error together.
 """
 
 from __future__ import annotations

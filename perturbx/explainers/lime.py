@@ -61,7 +61,8 @@ class LIME(PerturbationExplainer):
         superpixels, also fit a logistic surrogate game with pairwise terms to the
         samples, take its ridge fit from many model-free samples and regress only the
         residual on the model's samples (see :mod:`perturbx.estimators.linear_surrogate`);
-        kept where its jackknife error is smaller. Same target (lime's surrogate), less noise; keeps the coalitions in
+        kept where its error (the residual's jackknife error and the model-free fit's Monte
+        Carlo error) is smaller. Same target (lime's surrogate), less noise; keeps the coalitions in
         memory (``n_samples * M`` bytes).
     random_state : int, Generator or None
         Seed of the coalitions.
