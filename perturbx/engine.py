@@ -335,7 +335,7 @@ class _Ahead:
         if self.stream is not None and self.stream.done:  # its plan converged: the chunk ahead is not needed
             unused = self.future.result()
             if unused is not None:
-                _give_back(self.buffers, self.backend, self.dtype, unused[3])
+                _give_back(self.buffers, self.backend, self.dtype, *unused[3])
             self.stream, self.future = None, None
         if self.stream is stream:
             item, self.stream, self.future = self.future.result(), None, None
@@ -378,8 +378,8 @@ def _fill(queue: deque, streams: list[_Stream], adapter, ahead: _Ahead) -> None:
             return
 
 
-def _give_back(buffers: BufferPool, backend, dtype, pooled: tuple) -> None:
-    """Return a chunk's pooled memory (its rendered batch's and its masks', either None when not pooled)."""
+def _give_back(buffers: BufferPool, backend, dtype, *pooled) -> None:
+    """Return a chunk's pooled memory (its rendered batch's, its masks'; None where not pooled) to the pool."""
     for buf in pooled:
         if buf is not None:
             buffers.give(backend, buf, dtype)
@@ -391,9 +391,9 @@ def _fold_completed(queue: deque, stopping: Stopping | None, bar, buffers: Buffe
     while queue and queue[0].complete:
         piece = queue.popleft()
         rendered_buf, mask_buf = piece.buffer
-        _give_back(buffers, adapter.backend, adapter.dtype, (rendered_buf,))
+        _give_back(buffers, adapter.backend, adapter.dtype, rendered_buf)
         piece.stream.fold(piece, stopping)
-        _give_back(buffers, adapter.backend, adapter.dtype, (mask_buf,))
+        _give_back(buffers, adapter.backend, adapter.dtype, mask_buf)
         bar.update(piece.chunk.size)
 
 

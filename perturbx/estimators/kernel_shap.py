@@ -56,14 +56,7 @@ from perturbx.samplers.coalitions import WeightedCoalitionChunk
 from perturbx.segmentation import paint
 
 from .k_additive import fit_third_order, n_parameters
-from .logistic_game import (
-    CV_MAX_PLAYERS,
-    PROB_MARGIN,
-    SURROGATE_FLOOR,
-    SURROGATE_TOLERANCE,
-    fit_logistic_game,
-    screen_pairs,
-)
+from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, model_free_tolerance, screen_pairs
 
 
 class UnderdeterminedError(ValueError):
@@ -220,8 +213,7 @@ class ShapleyRegression:
         pairs = screen_pairs(linear, len(d.y))
         game, residual, delta = self._surrogate(d, t, d.weights(), pairs)
         fitted, error = d.fit(residual[:, None], delta)
-        tolerance = SURROGATE_TOLERANCE * max(float(np.linalg.norm(error[0])),
-                                              SURROGATE_FLOOR * float(np.linalg.norm(linear_error)))
+        tolerance = model_free_tolerance(error[0], linear_error)
         phi_q, phi_error = self._surrogate_values(game, tolerance)
         values = fitted[0] + phi_q
         if not refit:

@@ -32,7 +32,7 @@ import numpy as np
 from perturbx.samplers.coalitions import CoalitionChunk
 from perturbx.segmentation import paint
 
-from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, SURROGATE_FLOOR, fit_logistic_game, screen_pairs
+from .logistic_game import CV_MAX_PLAYERS, PROB_MARGIN, fit_logistic_game, model_free_tolerance, screen_pairs
 
 #: coalitions of the model-free regression on the surrogate game (control variate) ...
 POPULATION_SAMPLES = 2 ** 17
@@ -117,30 +117,30 @@ def population_ridge(game, m: int, kernel_width: float, alpha: float, n_samples:
     z, w, w_sums, z_sums, zz_sums = _population_design(m, float(kernel_width), int(n_big), int(seed))
     wq, zwq = 0.0, np.zeros(m)
     q_one = float(game(np.ones((1, m)))[0])  # the unperturbed row
-    n_blocks, last = len(w_sums), None
-    b = 0
-    while b < n_blocks:
+    n_blocks = len(w_sums)
+    stop, final = 1, False  # fitted after the first block, then after as many as its error asks for
+    for b in range(n_blocks):
         lo = b * POPULATION_BLOCK
         block = z[lo:lo + POPULATION_BLOCK].astype(np.float64)
         w_block, q = w[lo:lo + len(block)], np.asarray(game(block), dtype=np.float64)
         weighted = w_block * q
         wq += float(weighted.sum())
         zwq += weighted @ block
-        b += 1
-        if last is None or b == last:  # the error after the first block sets how many blocks are needed
-            rows = lo + len(block)
-            scale = rows / max(n_samples - 1, 1)
-            st = {"w": w_sums[b - 1] + scale, "z": z_sums[b - 1] + scale, "y": np.array([wq + scale * q_one]),
-                  "zz": zz_sums[b - 1] + scale, "zy": zwq[:, None] + scale * q_one}
-            beta, zbar, ybar, czz = solve_ridge(st, alpha * scale)[:4]
-            intercept = float(ybar[0] - zbar @ beta[:, 0])
-            error = _population_error(block, w_block * (q - intercept - block @ beta[:, 0]), zbar,
-                                      czz + alpha * scale * np.eye(m), rows // 2)
-            norm = float(np.linalg.norm(error))
-            if b == last or norm <= tolerance:
-                break
-            # the error falls as 1 / sqrt(rows)
-            last = n_blocks if tolerance <= 0 else min(n_blocks, max(b + 1, math.ceil(b * (norm / tolerance) ** 2)))
+        if b + 1 < stop:
+            continue
+        rows = lo + len(block)
+        scale = rows / max(n_samples - 1, 1)
+        st = {"w": w_sums[b] + scale, "z": z_sums[b] + scale, "y": np.array([wq + scale * q_one]),
+              "zz": zz_sums[b] + scale, "zy": zwq[:, None] + scale * q_one}
+        beta, zbar, ybar, czz = solve_ridge(st, alpha * scale)[:4]
+        intercept = float(ybar[0] - zbar @ beta[:, 0])
+        error = _population_error(block, w_block * (q - intercept - block @ beta[:, 0]), zbar,
+                                  czz + alpha * scale * np.eye(m), rows // 2)
+        norm = float(np.linalg.norm(error))
+        if final or norm <= tolerance:
+            break
+        final = True  # the error falls as 1 / sqrt(rows)
+        stop = n_blocks if tolerance <= 0 else min(n_blocks, max(b + 2, math.ceil((b + 1) * (norm / tolerance) ** 2)))
     return beta[:, 0], intercept, error
 
 
@@ -285,9 +285,9 @@ class WeightedRidge:
         """Coefficients (M,), intercept and standard errors (M,) of target ``t`` by the control variate.
 
         The errors combine the residual fit's jackknife errors with the population fit's Monte
-        Carlo error; the population grows until the latter's norm is ``POPULATION_TOLERANCE``
-        times the larger of the residual's error and ``SURROGATE_FLOOR`` times the plain fit's
-        (``plain_error``, (M,)).
+        Carlo error; the population grows until the latter's norm is within
+        :func:`~perturbx.estimators.logistic_game.model_free_tolerance` at ``POPULATION_TOLERANCE``
+        of the residual's error and the plain fit's (``plain_error``, (M,)).
         """
         z = np.concatenate([np.ones((1, self.m), np.uint8)] + [r[0] for r in self._rows]).astype(np.float64)
         y = np.concatenate([self.reference[t:t + 1]] + [r[1][:, t] for r in self._rows])
@@ -301,8 +301,7 @@ class WeightedRidge:
         coef, err = residual._plain_error()
         beta, zbar, ybar = residual._solve(residual._stats())[:3]
         n_big = min(POPULATION_SAMPLES, POPULATION_BITS // self.m) // POPULATION_BLOCK * POPULATION_BLOCK
-        tolerance = POPULATION_TOLERANCE * max(float(np.linalg.norm(np.nan_to_num(err[0]))),
-                                              SURROGATE_FLOOR * float(np.linalg.norm(np.nan_to_num(plain_error))))
+        tolerance = model_free_tolerance(err[0], plain_error, POPULATION_TOLERANCE)
         pop_coef, pop_intercept, pop_error = population_ridge(
             game, self.m, self.kernel_width, self.alpha, self.n_samples, n_big=max(n_big, POPULATION_BLOCK),
             tolerance=tolerance)

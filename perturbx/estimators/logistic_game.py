@@ -49,6 +49,19 @@ SURROGATE_FLOOR = 0.1
 CONVERGED_STEP = 1e-10
 
 
+def model_free_tolerance(residual_error: np.ndarray, plain_error: np.ndarray,
+                         fraction: float = SURROGATE_TOLERANCE) -> float:
+    """The error (a norm, in the values' units) to which a surrogate's model-free part is computed.
+
+    ``fraction`` times the larger of the norm of the residual estimate's errors
+    ``residual_error`` (M,) and ``SURROGATE_FLOOR`` times that of the plain estimate's
+    ``plain_error`` (M,): within the error of the rest, or far below that of the estimate it
+    competes with when the surrogate fits the model almost exactly. NaN errors count as 0.
+    """
+    return fraction * max(float(np.linalg.norm(np.nan_to_num(residual_error))),
+                          SURROGATE_FLOOR * float(np.linalg.norm(np.nan_to_num(plain_error))))
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     """Log-odds of probabilities clipped to ``[PROB_MARGIN, 1 - PROB_MARGIN]``."""
     p = np.clip(p, PROB_MARGIN, 1 - PROB_MARGIN)
