@@ -52,7 +52,7 @@ def fit(model, args, out: Path):
 
     explainer = perturbx.Amortized(args.players, target=Class(None, score=args.score), n_images=args.images,
                                    coalitions=args.coalitions, members=args.members, distil=args.distil,
-                                   width=args.width,
+                                   width=args.width, top_class_weight=args.top_class_weight,
                                    validation=args.validation, validation_samples=args.validation_samples,
                                    epochs=args.epochs, patience=args.patience, max_queries=args.budget,
                                    checkpoint=out / f"amortized_{args.players}{suffix(args)}.pt", random_state=0,
@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--width", type=int, default=16, help="channels of the explainer U-Net's first level")
+    parser.add_argument("--top-class-weight", type=float, default=1.0,
+                        help="weight of each image's top class in the loss (Amortized(top_class_weight=))")
     parser.add_argument("--members", type=int, default=1, help="explainer networks averaged (Amortized(members=))")
     parser.add_argument("--distil", type=int, default=0, help="epochs distilling the members into one network")
     parser.add_argument("--score", choices=("output", "log_odds"), default="output",

@@ -87,6 +87,36 @@ def exact_shapley(net, held_out):
 
 
 # -- what it must hold ---------------------------------------------------------------------------------------
+def test_a_heavier_top_class_is_fitted_closer_at_the_other_classes_expense(net):
+    """top_class_weight=10 brings each image's top class nearer its exact Shapley values, and the others farther."""
+    from perturbx.targets import Class
+
+    held = make_shapes(24, size=SIDE, random_state=HELD_OUT_SEED).images
+    exact = np.stack([np.stack([e.segment_weights[0] for e in perturbx.KernelSHAP(
+        2 ** 9, grid_segments((SIDE, SIDE), PLAYERS), baseline=0.0).explain_many(logits(net), held, [Class(c)] * 24)])
+        for c in range(4)], axis=1)  # (n, 4, M)
+    is_top = np.arange(4)[None] == logits(net).predict(held).argmax(1)[:, None]
+    images = make_shapes(300 + SETTINGS["validation"], size=SIDE, random_state=0).images
+    errors = {}
+    for weight in (1.0, 10.0):
+        fit = perturbx.Amortized(PLAYERS, **{**SETTINGS, "n_images": 300, "epochs": 4, "patience": 4},
+                                 top_class_weight=weight).fit(logits(net), images)
+        phi = np.stack([e.segment_weights for e in fit.explain_many(logits(net), held, [Class([0, 1, 2, 3])] * 24)])
+        squared = ((phi - exact) ** 2).sum(-1)
+        errors[weight] = squared[is_top].mean(), squared[~is_top].mean()
+    assert errors[10.0][0] < 0.95 * errors[1.0][0]
+    assert errors[10.0][1] > 1.02 * errors[1.0][1]
+
+
+def test_target_weights_give_the_top_class_its_weight_at_mean_one():
+    from perturbx.amortized.train import target_weights
+
+    full = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]])
+    w = target_weights(full, 4.0)
+    np.testing.assert_allclose(w, np.array([[1, 4, 1], [4, 1, 1]]) / 2.0)
+    assert target_weights(full, 1.0) is None  # FastSHAP's objective, unweighted
+
+
 def test_values_agree_with_exact_shapley_values_on_held_out_images(explainer, net, held_out, exact_shapley):
     got = explainer.explain_many(logits(net), held_out, [int(e.targets[0]) for e in exact_shapley])
     r = pearson_rows(np.stack([e.segment_weights[0] for e in got]),
@@ -274,6 +304,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     perturbx.Amortized(2, checkpoint=path, **TINY).fit(tiny_model(), tiny_images())
     with pytest.raises(ValueError, match=r"written by a fit with other \['settings'\]"):
         perturbx.Amortized(2, checkpoint=path, **{**TINY, "coalitions": 10}).fit(tiny_model(), tiny_images())
+    with pytest.raises(ValueError, match=r"written by a fit with other \['settings'\]"):
+        perturbx.Amortized(2, checkpoint=path, top_class_weight=3.0, **TINY).fit(tiny_model(), tiny_images())
     with pytest.raises(ValueError, match="written for another model"):
         perturbx.Amortized(2, checkpoint=path, **TINY).fit(tiny_model(seed=5), tiny_images())
 
@@ -399,6 +431,7 @@ def test_using_an_untrained_explainer_says_so(held_out, net):
     ({"target": "cat"}, ValueError, "'target' parameter of Amortized must be None"),
     ({"players": 0}, ValueError, "'players' parameter of Amortized must be a positive int"),
     ({"members": 0}, ValueError, "'members' parameter of Amortized must be"),
+    ({"top_class_weight": 0}, ValueError, r"'top_class_weight' parameter of Amortized must be a real number in \(0"),
     ({"members": 1, "distil": 3}, ValueError, "needs members >= 2"),
     ({"players": 8, "validation_samples": 64}, ValueError, r"'validation_samples' .* at least players \+ 2 = 66"),
 ])

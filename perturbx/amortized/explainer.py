@@ -79,6 +79,11 @@ class Amortized(Explainer):
         Images per optimisation step.
     learning_rate, weight_decay : float, default 2e-3, 0.0
         AdamW's, with a cosine schedule over ``epochs``.
+    top_class_weight : float, default 1.0
+        Weight of each training image's top class (its largest score) in the loss, relative
+        to its other trained classes: 1 is FastSHAP's objective, where every class counts
+        alike. Larger values spend the network's capacity on the class usually explained
+        (benchmarks/results/amortized.md measures 10 on the demo CNN).
     width, depth : int, default 16, 4
         The U-Net's first-stage channels and number of stages.
     members : int, default 1
@@ -123,8 +128,8 @@ class Amortized(Explainer):
     def __init__(self, players: int | tuple[int, int] = (4, 4), *, baseline: object = 0.0, target: object = None,
                  coalitions: int = 128, n_images: int = 3000, validation: int = 32, validation_samples: int = 1024,
                  epochs: int = 20, patience: int = 5, batch_size: int = 32, learning_rate: float = 2e-3,
-                 weight_decay: float = 0.0, width: int = 16, depth: int = 4, members: int = 1, distil: int = 0,
-                 max_queries: int | None = None,
+                 weight_decay: float = 0.0, top_class_weight: float = 1.0, width: int = 16, depth: int = 4,
+                 members: int = 1, distil: int = 0, max_queries: int | None = None,
                  checkpoint: str | os.PathLike | None = None, verify: int = 0, random_state: int | None = 0,
                  progress: bool | None = None, device: str = "cpu") -> None:
         owner = "Amortized"
@@ -152,6 +157,8 @@ class Amortized(Explainer):
                                          low_open=True, high_open=True)
         self.weight_decay = check_float(weight_decay, "weight_decay", owner, low=0.0, high=float("inf"),
                                         high_open=True)
+        self.top_class_weight = check_float(top_class_weight, "top_class_weight", owner, low=0.0,
+                                            high=float("inf"), low_open=True, high_open=True)
         self.width = check_int(width, "width", owner)
         self.depth = check_int(depth, "depth", owner)
         self.members = check_int(members, "members", owner)

@@ -99,6 +99,8 @@ def fingerprint(plan: FitPlan, n_train: int) -> dict[str, Any]:
     settings = {k: o.get_params()[k] for k in ("players", "coalitions", "validation", "validation_samples",
                                                "epochs", "patience", "batch_size", "learning_rate",
                                                "weight_decay", "width", "depth")}
+    if o.top_class_weight != 1.0:  # only then: checkpoints written before the option existed still resume
+        settings["top_class_weight"] = o.top_class_weight
     return {"settings": repr(settings), "baseline": repr(baseline_description(o._baseline_spec)),
             "target": repr(o._target_spec), "seed": plan.seed, "n_train": n_train, "data": digest.hexdigest()}
 
@@ -189,7 +191,7 @@ def train(plan: FitPlan, identity: Identity, table: GameTable, images: torch.Ten
 
     o = plan.owner
     key, seed = ("trainer" if member == 0 else f"trainer_{member}"), member_seed(plan.seed, member)
-    config = TrainConfig(o.epochs, o.patience, o.batch_size, o.learning_rate, o.weight_decay, seed)
+    config = TrainConfig(o.epochs, o.patience, o.batch_size, o.learning_rate, o.weight_decay, seed, o.top_class_weight)
     trainer = Trainer(make_network(plan, identity, seed), images, table, validation, config,
                       value_scale(table, plan.m))
     if saved.get(key) is not None:

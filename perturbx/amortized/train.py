@@ -5,14 +5,16 @@ For a minibatch of images the network gives raw values ``(B, T, M)``, scaled by 
 ``f(x) - f(baseline)`` for every target (:func:`perturbx.amortized.game.normalise`); the
 loss is the Shapley kernel's least-squares objective over the image's coalitions,
 
-    mean_{b, k, t} (v_bt(z_bk) - v_bt(0) - z_bk . phi_bt)^2 / value_var,
+    mean_{b, k, t} w_bt (v_bt(z_bk) - v_bt(0) - z_bk . phi_bt)^2 / value_var,
 
-an unweighted mean because the coalitions are drawn from the kernel itself (in
-complementary pairs). ``value_var`` is the mean square of ``v(z) - v(0)`` over the training
-rows, so the loss is in units of the game's own spread (about 1 for an untrained
-network). After each epoch the network explains the validation images and its values
-are compared with KernelSHAP's (mean Pearson correlation over the images, each on its
-top trained class); the best epoch's weights are kept, and training stops after
+a mean without the kernel's weights because the coalitions are drawn from the kernel itself
+(in complementary pairs). The target weights ``w_bt`` are 1 (FastSHAP's objective) unless
+``top_weight`` gives each image's top trained class (largest ``f(x)``) that many times the
+weight of its other classes, all scaled to mean 1 (:func:`target_weights`). ``value_var``
+is the mean square of ``v(z) - v(0)`` over the training rows, so the loss is in units of
+the game's own spread (about 1 for an untrained network). After each epoch the network
+explains the validation images and its values are compared with KernelSHAP's (mean Pearson
+correlation over the images, each on its top trained class); the best epoch's weights are kept, and training stops after
 ``patience`` epochs without improvement. Everything a resumed run needs (weights,
 optimiser, schedule, history) is in :meth:`Trainer.state_dict`; each epoch's shuffle
 comes from a stream of its own (``seed``, epoch), so a resumed run repeats exactly what an
@@ -33,7 +35,7 @@ from torch import nn
 from .data import GameTable
 from .game import normalise
 
-__all__ = ["TrainConfig", "Trainer", "Validation", "explain_batch", "pearson_rows", "raw_values"]
+__all__ = ["TrainConfig", "Trainer", "Validation", "explain_batch", "pearson_rows", "raw_values", "target_weights"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TrainConfig:
     learning_rate: float
     weight_decay: float
     seed: int
+    top_weight: float = 1.0
 
 
 @dataclass
@@ -83,6 +86,20 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b - b.mean(axis=1, keepdims=True)
     denom = np.sqrt((a ** 2).sum(1) * (b ** 2).sum(1))
     return np.divide((a * b).sum(1), denom, out=np.zeros(len(a)), where=denom > 0)
+
+
+def target_weights(full: np.ndarray, top_weight: float) -> np.ndarray | None:
+    """Loss weights ``(N, T)`` of each training image's targets: ``top_weight`` for its top one, 1 for the rest.
+
+    ``full`` (N, T) are the scores ``f(x)``; the top target is the largest (the first on a tie).
+    The weights are scaled to mean 1 over all entries, so the loss keeps its units. None for
+    ``top_weight == 1`` (every weight 1: FastSHAP's objective, computed without weights).
+    """
+    if top_weight == 1.0:
+        return None
+    w = np.ones(full.shape)
+    w[np.arange(len(full)), np.argmax(full, axis=1)] = top_weight
+    return w / w.mean()
 
 
 def raw_values(net: nn.Module, images: torch.Tensor, scale: float, batch_size: int = 64) -> np.ndarray:
@@ -132,6 +149,8 @@ class Trainer:
         self._gain = torch.from_numpy((t.values - t.empty[:, None, :]).astype(np.float32))
         self._delta = torch.from_numpy((t.full - t.empty).astype(np.float32))
         self.value_var = float(max(np.mean((t.values - t.empty[:, None, :]) ** 2), 1e-12))
+        weights = target_weights(t.full, self.config.top_weight)
+        self._weight = None if weights is None else torch.from_numpy(weights.astype(np.float32))[:, None, :]
 
     @property
     def done(self) -> bool:
@@ -167,7 +186,8 @@ class Trainer:
                 continue
             phi = normalise(self.net(self.images[i]).flatten(2) * self.scale, self._delta[i])
             pred = torch.einsum("bkm,btm->bkt", self._z[i], phi)
-            loss = ((self._gain[i] - pred) ** 2).mean() / self.value_var
+            squared = (self._gain[i] - pred) ** 2
+            loss = (squared if self._weight is None else squared * self._weight[i]).mean() / self.value_var
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
