@@ -15,10 +15,10 @@ is the mean square of ``v(z) - v(0)`` over the training rows, so the loss is in 
 the game's own spread (about 1 for an untrained network). After each epoch the network
 explains the validation images and its values are compared with KernelSHAP's (mean Pearson
 correlation over the images, each on its top trained class); the best epoch's weights are
-kept, and training stops after ``patience`` epochs without improvement. Everything a resumed run needs (weights,
-optimiser, schedule, history) is in :meth:`Trainer.state_dict`; each epoch's shuffle
-comes from a stream of its own (``seed``, epoch), so a resumed run repeats exactly what an
-uninterrupted one does.
+kept, and training stops after ``patience`` epochs without improvement. Everything a
+resumed run needs (weights, optimiser, schedule, history) is in :meth:`Trainer.state_dict`;
+each epoch's shuffle comes from a stream of its own (``seed``, epoch), so a resumed run
+repeats exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
