@@ -5,11 +5,13 @@ values than any of its members but costs k forward passes per explanation. The s
 from the first member's weights and is fitted, with no model query, to the ensemble's
 normalised values on the training images:
 
-    mean_{b, t, m} (phi_student_btm - phi_ensemble_btm)^2 / mean(phi_ensemble^2),
+    mean_{b, t, m} w_bt (phi_student_btm - phi_ensemble_btm)^2 / mean(phi_ensemble^2),
 
-at half the training learning rate, on a cosine schedule over ``epochs``; the last epoch's
-weights are kept (the schedule ends at a learning rate of zero; the validation images are too
-few to choose between nearly equal epochs).
+with the training loss's target weights ``w_bt`` (all 1 unless ``top_class_weight`` weights each
+image's top class, :func:`~perturbx.amortized.train.target_weights`: the student spends its
+capacity where the members were asked to). It runs at half the training learning rate, on a
+cosine schedule over ``epochs``; the last epoch's weights are kept (the schedule ends at a
+learning rate of zero; the validation images are too few to choose between nearly equal epochs).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from torch import nn
 
 from .game import normalise
 from .network import Ensemble
-from .train import TrainConfig, explain_batch
+from .train import TrainConfig, explain_batch, target_weights
 
 __all__ = ["distil"]
 
 
 def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: float, config: TrainConfig,
-           epochs: int) -> tuple[nn.Module, list[float]]:
+           epochs: int, full: np.ndarray | None = None) -> tuple[nn.Module, list[float]]:
     """A single network fitted to ``ensemble``'s values on ``images`` ``(N, C, H, W)``.
 
     Parameters
@@ -41,9 +43,12 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
     scale : float
         The unit of the networks' raw output.
     config : TrainConfig
-        Batch size, learning rate (halved), weight decay and seed of the fit.
+        Batch size, learning rate (halved), weight decay, seed and top-class weight of the fit.
     epochs : int
         Passes over the images.
+    full : ndarray (N, T), optional
+        ``f(x)`` of every trained target, which picks each image's top class for
+        ``config.top_weight``; needed when that weight is not 1.
 
     Returns
     -------
@@ -53,6 +58,8 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
     targets = torch.from_numpy(explain_batch(ensemble, images, delta, scale).astype(np.float32))  # (N, T, M)
     sums = torch.from_numpy(np.asarray(delta, dtype=np.float32))
     var = max(float((targets ** 2).mean()), 1e-12)
+    weights = None if config.top_weight == 1.0 else target_weights(np.asarray(full), config.top_weight)
+    weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))[:, :, None]
     student = copy.deepcopy(ensemble.members[0]).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate / 2,
                                   weight_decay=config.weight_decay)
@@ -66,7 +73,8 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
             if len(i) < 2 and n >= 2:  # batch normalisation needs two images
                 continue
             phi = normalise(student(images[i]).flatten(2) * scale, sums[i])
-            loss = ((phi - targets[i]) ** 2).mean() / var
+            squared = (phi - targets[i]) ** 2
+            loss = (squared if weights is None else squared * weights[i]).mean() / var
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

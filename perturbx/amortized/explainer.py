@@ -83,7 +83,8 @@ class Amortized(Explainer):
         Weight of each training image's top class (its largest score) in the loss, relative
         to its other trained classes: 1 is FastSHAP's objective, where every class counts
         alike. Larger values spend the network's capacity on the class usually explained
-        (benchmarks/results/amortized.md measures 10 on the demo CNN).
+        (benchmarks/results/amortized.md measures 10 on the demo CNN). Distillation
+        (``distil``) weights its loss the same way.
     width, depth : int, default 16, 4
         The U-Net's first-stage channels and number of stages.
     members : int, default 1

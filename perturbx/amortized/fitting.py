@@ -278,6 +278,8 @@ def distilled(plan: FitPlan, ensemble: Ensemble, first: Trainer, saved: dict, sa
     """The ensemble distilled into one network (:mod:`perturbx.amortized.distil`), kept in the checkpoint."""
     o, v = plan.owner, first.validation
     key = {"members": o.members, "epochs": o.distil}
+    if o.top_class_weight != 1.0:  # a student distilled before the weight applied to it is distilled again
+        key["top_class_weight"] = o.top_class_weight
     done = saved.get("student")
     if done is not None and done.get("key") == key:
         student = copy.deepcopy(ensemble.members[0])
@@ -285,7 +287,7 @@ def distilled(plan: FitPlan, ensemble: Ensemble, first: Trainer, saved: dict, sa
         losses = list(done["losses"])
     else:
         student, losses = distil(ensemble, first.images, first.table.full - first.table.empty, first.scale,
-                                 first.config, o.distil)
+                                 first.config, o.distil, full=first.table.full)
         save({"student": {"key": key, "state": student.state_dict(), "losses": losses}})
     student.eval()
     return student, {"epochs": o.distil, "losses": losses, "validation_pearson": v.pearson(student, first.scale)}
