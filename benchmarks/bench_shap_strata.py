@@ -1,0 +1,99 @@
+"""How much any split of KernelSHAP's samples over coalition sizes could save, per image (issue 20).
+
+KernelSHAP's error comes from the part of the game that its linear fit leaves, the residual
+``r(z) = v(z) - v(0) - z . phi``. With the samples stratified by coalition size ``s`` (as
+perturbx's default and shap both do), the error variance of a value is about
+
+    sum_s W_s^2 a_s sigma_s^2 / n_s,    a_s = s (M - s) / M^2,
+
+with ``W_s`` the Shapley kernel's mass of size ``s`` (proportional to ``1 / (s (M - s))``),
+``sigma_s`` the residual's spread among coalitions of size ``s`` and ``n_s`` the samples given
+to it. For a total of ``N`` samples the best split (Neyman's, ``n_s`` proportional to
+``W_s sqrt(a_s) sigma_s``) has variance ``(sum_s W_s sqrt(a_s) sigma_s)^2 / N``; the kernel's
+own split (``n_s`` proportional to ``W_s``, perturbx's ``"stratified"`` and shap's) has
+``sum_s W_s . sum_s W_s a_s sigma_s^2 / N``, and equal shares (``"leverage-stratified"``)
+``S sum_s W_s^2 a_s sigma_s^2 / N`` over ``S`` sizes. Their ratios bound what any allocation over
+sizes can save at the same budget (the sizes 1 and M - 1, enumerated by both, are left out).
+
+For each image: ``phi`` from ``KernelSHAP(n_samples=--phi-samples, control_variate=False)``,
+then ``--per-size`` random coalitions of every size, scored on the same game as
+``bench_queries.py``'s shap runner (the true class's probability, hidden superpixels at their
+mean colour). Printed: the residual's spread by size (relative to its largest) and the two
+variance ratios against the kernel's split (below 1: that split is better by the factor's
+inverse). The residual is the plain linear fit's; perturbx's logistic control variate, where
+it is chosen, changes it.
+
+    python benchmarks/bench_shap_strata.py --model resnet --images 5
+    python benchmarks/bench_shap_strata.py --model demo --images 5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def residual_spread(case, phi: np.ndarray, per_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Standard deviation of ``v(z) - v(0) - z . phi`` among ``per_size`` random coalitions of each size 1 .. M-1."""
+    from perturbx.segmentation import segment_mean
+
+    m = int(case.segments.max()) + 1
+    hidden = segment_mean(case.x, case.segments)
+
+    def game(z: np.ndarray) -> np.ndarray:
+        keep = z[:, case.segments][:, None].astype(np.float32)
+        return case.probs(keep * case.x[None] + (1 - keep) * hidden[None])[:, case.target]
+
+    empty = game(np.zeros((1, m), np.uint8))[0]
+    spread = []
+    for s in range(1, m):
+        z = np.zeros((per_size, m), np.uint8)
+        for row in z:
+            row[rng.choice(m, s, replace=False)] = 1
+        spread.append(float(np.std(game(z) - empty - z @ phi)))
+    return np.array(spread)
+
+
+def allocation_ratios(spread: np.ndarray) -> tuple[float, float]:
+    """(Neyman, equal shares) variance over the kernel split's, for the residual spread of sizes 1 .. M-1."""
+    m = len(spread) + 1
+    s = np.arange(2, m - 1)  # 1 and M - 1 are enumerated
+    sigma = spread[1:-1]
+    w, a = 1.0 / (s * (m - s)), s * (m - s) / m ** 2
+    kernel = w.sum() * (w * a * sigma ** 2).sum()
+    neyman = (w * np.sqrt(a) * sigma).sum() ** 2
+    equal = len(s) * (w ** 2 * a * sigma ** 2).sum()
+    return neyman / kernel, equal / kernel
+
+
+def main() -> None:
+    import torch
+    from bench_queries import build_cases
+
+    import perturbx
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("demo", "textured", "resnet"), default="resnet")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--images", type=int, default=5)
+    ap.add_argument("--per-size", type=int, default=64, help="random coalitions scored per size")
+    ap.add_argument("--phi-samples", type=int, default=8192)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cases = build_cases(args.model, args.images, 128, size=args.size)
+    print(f"{args.model}, {args.size} px: residual spread by size and the variance of two splits over the kernel's")
+    print("| image | M | Neyman / kernel | equal / kernel | spread by size, 1 .. M-1 (of its largest) |")
+    print("|---|---|---|---|---|")
+    for i, case in enumerate(cases):
+        phi = perturbx.KernelSHAP(args.phi_samples, case.segments, control_variate=False, random_state=5).explain(
+            case.adapter, case.x, case.target).segment_weights[0]
+        spread = residual_spread(case, phi, args.per_size, np.random.default_rng(i))
+        neyman, equal = allocation_ratios(spread)
+        shape = " ".join(f"{v:.2f}" for v in spread / spread.max())
+        print(f"| {i} | {len(spread) + 1} | {neyman:.3f} | {equal:.3f} | {shape} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
