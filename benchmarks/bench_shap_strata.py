@@ -23,8 +23,15 @@ variance ratios against the kernel's split (below 1: that split is better by the
 inverse). The residual is the plain linear fit's; perturbx's logistic control variate, where
 it is chosen, changes it.
 
+With ``--surrogates``, also what is left of that residual by surrogates a control variate could
+use, each fitted on 1,000 kernel-drawn coalitions (in complementary pairs) and measured on 1,000
+others, as a share of the linear fit's residual variance: a logistic link on the target; every
+class's log-probability additive, through the softmax (the model's whole output); and every pair
+of superpixels added to the linear fit by ridge regression (the best of four penalties).
+
     python benchmarks/bench_shap_strata.py --model resnet --images 5
     python benchmarks/bench_shap_strata.py --model demo --images 5
+    python benchmarks/bench_shap_strata.py --model resnet --images 5 --surrogates
 """
 
 from __future__ import annotations
@@ -36,14 +43,11 @@ import numpy as np
 
 def residual_spread(case, phi: np.ndarray, per_size: int, rng: np.random.Generator) -> np.ndarray:
     """Standard deviation of ``v(z) - v(0) - z . phi`` among ``per_size`` random coalitions of each size 1 .. M-1."""
-    from perturbx.segmentation import segment_mean
-
     m = int(case.segments.max()) + 1
-    hidden = segment_mean(case.x, case.segments)
+    every = hidden_game(case)
 
     def game(z: np.ndarray) -> np.ndarray:
-        keep = z[:, case.segments][:, None].astype(np.float32)
-        return case.probs(keep * case.x[None] + (1 - keep) * hidden[None])[:, case.target]
+        return every(z)[:, case.target]
 
     empty = game(np.zeros((1, m), np.uint8))[0]
     spread = []
@@ -53,6 +57,50 @@ def residual_spread(case, phi: np.ndarray, per_size: int, rng: np.random.Generat
             row[rng.choice(m, s, replace=False)] = 1
         spread.append(float(np.std(game(z) - empty - z @ phi)))
     return np.array(spread)
+
+
+def hidden_game(case):
+    """The game of ``bench_queries.py``'s shap runner, every class: coalitions (n, M) -> probabilities (n, K)."""
+    from perturbx.segmentation import segment_mean
+
+    hidden = segment_mean(case.x, case.segments)
+
+    def game(z: np.ndarray) -> np.ndarray:
+        keep = z[:, case.segments][:, None].astype(np.float32)
+        return case.probs(keep * case.x[None] + (1 - keep) * hidden[None]).astype(np.float64)
+
+    return game
+
+
+def surrogate_shares(case, n: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Out-of-sample residual variance of each surrogate over that of the linear fit (see the module docstring)."""
+    from perturbx.amortized.game import sample_coalitions
+
+    m = int(case.segments.max()) + 1
+    z = sample_coalitions(np.random.default_rng(seed), n, m)
+    probs = hidden_game(case)(z)
+    p, z = probs[:, case.target], z.astype(np.float64)
+    x = np.hstack([np.ones((len(z), 1)), z])
+    fit, test = slice(0, n), slice(n, 2 * n)
+    ys = np.column_stack([p, np.log(p) - np.log1p(-p), np.log(probs)])
+    coef = np.linalg.lstsq(x[fit], ys[fit], rcond=None)[0]
+    linear = p - x @ coef[:, 0]
+    logits = x[test] @ coef[:, 2:]
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    left = {"logistic": p[test] - 1 / (1 + np.exp(-x[test] @ coef[:, 1])),
+            "softmax of additive log-probabilities": p[test] - softmax[:, case.target] / softmax.sum(1)}
+    pairs = np.triu_indices(m, 1)
+    z2 = (z[:, pairs[0]] * z[:, pairs[1]])
+    z2 = z2 - z2[fit].mean(0)
+    target = linear[fit] - linear[fit].mean()
+    best = np.inf
+    for penalty in (0.1, 1.0, 10.0, 100.0):
+        b = np.linalg.solve(z2[fit].T @ z2[fit] + penalty * np.eye(z2.shape[1]), z2[fit].T @ target)
+        best = min(best, float(np.var(linear[test] - linear[fit].mean() - z2[test] @ b)))
+    base = float(np.var(linear[test]))
+    out = {k: float(np.var(v)) / base for k, v in left.items()}
+    out["linear + every pair (ridge)"] = best / base
+    return out
 
 
 def allocation_ratios(spread: np.ndarray) -> tuple[float, float]:
@@ -80,6 +128,7 @@ def main() -> None:
     ap.add_argument("--per-size", type=int, default=64, help="random coalitions scored per size")
     ap.add_argument("--phi-samples", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--surrogates", action="store_true", help="also the residual left by three surrogates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = build_cases(args.model, args.images, 128, size=args.size)
@@ -93,6 +142,11 @@ def main() -> None:
         neyman, equal = allocation_ratios(spread)
         shape = " ".join(f"{v:.2f}" for v in spread / spread.max())
         print(f"| {i} | {len(spread) + 1} | {neyman:.3f} | {equal:.3f} | {shape} |", flush=True)
+    if args.surrogates:
+        print("\nresidual variance left out of sample, over the linear fit's")
+        for i, case in enumerate(cases):
+            shares = surrogate_shares(case)
+            print(f"image {i}: " + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()), flush=True)
 
 
 if __name__ == "__main__":
