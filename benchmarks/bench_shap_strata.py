@@ -27,11 +27,12 @@ With ``--surrogates``, also what is left of that residual by surrogates a contro
 use, each fitted on 1,000 kernel-drawn coalitions (in complementary pairs) and measured on 1,000
 others, as a share of the linear fit's residual variance: a logistic link on the target; every
 class's log-probability additive, through the softmax (the model's whole output); and every pair
-of superpixels added to the linear fit by ridge regression (the best of four penalties).
+of superpixels added to the linear fit by ridge regression (the best of four penalties). The
+linear fit's own residual is given as a share of the score's variance.
 
     python benchmarks/bench_shap_strata.py --model resnet --images 5
     python benchmarks/bench_shap_strata.py --model demo --images 5
-    python benchmarks/bench_shap_strata.py --model resnet --images 5 --surrogates
+    python benchmarks/bench_shap_strata.py --model resnet --images 5 --surrogates --no-allocation
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def surrogate_shares(case, n: int = 1000, seed: int = 0) -> dict[str, float]:
         b = np.linalg.solve(z2[fit].T @ z2[fit] + penalty * np.eye(z2.shape[1]), z2[fit].T @ target)
         best = min(best, float(np.var(linear[test] - linear[fit].mean() - z2[test] @ b)))
     base = float(np.var(linear[test]))
-    out = {k: float(np.var(v)) / base for k, v in left.items()}
+    out = {"linear (of the score's variance)": base / float(np.var(p[test]))}
+    out.update({k: float(np.var(v)) / base for k, v in left.items()})
     out["linear + every pair (ridge)"] = best / base
     return out
 
@@ -129,13 +131,14 @@ def main() -> None:
     ap.add_argument("--phi-samples", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--surrogates", action="store_true", help="also the residual left by three surrogates")
+    ap.add_argument("--no-allocation", action="store_true", help="skip the table of splits over sizes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cases = build_cases(args.model, args.images, 128, size=args.size)
     print(f"{args.model}, {args.size} px: residual spread by size and the variance of two splits over the kernel's")
     print("| image | M | Neyman / kernel | equal / kernel | spread by size, 1 .. M-1 (of its largest) |")
     print("|---|---|---|---|---|")
-    for i, case in enumerate(cases):
+    for i, case in enumerate([] if args.no_allocation else cases):
         phi = perturbx.KernelSHAP(args.phi_samples, case.segments, control_variate=False, random_state=5).explain(
             case.adapter, case.x, case.target).segment_weights[0]
         spread = residual_spread(case, phi, args.per_size, np.random.default_rng(i))
