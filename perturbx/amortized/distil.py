@@ -58,6 +58,9 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
     targets = torch.from_numpy(explain_batch(ensemble, images, delta, scale).astype(np.float32))  # (N, T, M)
     sums = torch.from_numpy(np.asarray(delta, dtype=np.float32))
     var = max(float((targets ** 2).mean()), 1e-12)
+    if config.top_weight != 1.0 and full is None:
+        raise ValueError(f"distil() weights each image's top class {config.top_weight} times (config.top_weight) "
+                         f"and needs the scores f(x) that pick it: pass full=, shape (N, T).")
     weights = None if config.top_weight == 1.0 else target_weights(np.asarray(full), config.top_weight)
     weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))[:, :, None]
     student = copy.deepcopy(ensemble.members[0]).train()
