@@ -492,7 +492,7 @@ def test_distillation_weights_the_top_class_as_the_training_loss_does():
     farther on the others, than with every class alike (same members, images, seed and epochs)."""
     from perturbx.amortized.distil import distil
     from perturbx.amortized.network import Ensemble, ExplainerUNet
-    from perturbx.amortized.train import TrainConfig, explain_batch
+    from perturbx.amortized.train import TrainConfig, explain_batch, target_weights
 
     def ensemble() -> Ensemble:
         members = []
@@ -513,7 +513,9 @@ def test_distillation_weights_the_top_class_as_the_training_loss_does():
     for weight in (1.0, 10.0):
         config = TrainConfig(epochs=12, patience=12, batch_size=16, learning_rate=2e-3, weight_decay=0.0, seed=0,
                              top_weight=weight)
-        student, _ = distil(ensemble(), images, delta, 1.0, config, 12, full=full)
+        weights = target_weights(full, weight)
+        weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))
+        student, _ = distil(ensemble(), images, delta, 1.0, config, 12, weights=weights)
         squared = ((explain_batch(student, images, delta, 1.0) - goal) ** 2).sum(-1)
         errors[weight] = squared[top].mean(), squared[~top].mean()
     assert errors[10.0][0] < 0.8 * errors[1.0][0]  # measured 0.026 against 0.041

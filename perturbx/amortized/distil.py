@@ -24,13 +24,13 @@ from torch import nn
 
 from .game import normalise
 from .network import Ensemble
-from .train import TrainConfig, explain_batch, target_weights
+from .train import TrainConfig, explain_batch
 
 __all__ = ["distil"]
 
 
 def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: float, config: TrainConfig,
-           epochs: int, full: np.ndarray | None = None) -> tuple[nn.Module, list[float]]:
+           epochs: int, weights: torch.Tensor | None = None) -> tuple[nn.Module, list[float]]:
     """A single network fitted to ``ensemble``'s values on ``images`` ``(N, C, H, W)``.
 
     Parameters
@@ -43,12 +43,13 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
     scale : float
         The unit of the networks' raw output.
     config : TrainConfig
-        Batch size, learning rate (halved), weight decay, seed and top-class weight of the fit.
+        Batch size, learning rate (halved), weight decay and seed of the fit.
     epochs : int
         Passes over the images.
-    full : ndarray (N, T), optional
-        ``f(x)`` of every trained target, which picks each image's top class for
-        ``config.top_weight``; needed when that weight is not 1.
+    weights : tensor (N, T), optional
+        The training loss's weight of each image's targets (:attr:`Trainer.weights
+        <perturbx.amortized.train.Trainer>`, from :func:`~perturbx.amortized.train.target_weights`);
+        None weights every target alike.
 
     Returns
     -------
@@ -58,11 +59,6 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
     targets = torch.from_numpy(explain_batch(ensemble, images, delta, scale).astype(np.float32))  # (N, T, M)
     sums = torch.from_numpy(np.asarray(delta, dtype=np.float32))
     var = max(float((targets ** 2).mean()), 1e-12)
-    if config.top_weight != 1.0 and full is None:
-        raise ValueError(f"distil() weights each image's top class {config.top_weight} times (config.top_weight) "
-                         f"and needs the scores f(x) that pick it: pass full=, shape (N, T).")
-    weights = None if config.top_weight == 1.0 else target_weights(np.asarray(full), config.top_weight)
-    weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))[:, :, None]
     student = copy.deepcopy(ensemble.members[0]).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate / 2,
                                   weight_decay=config.weight_decay)
@@ -77,7 +73,7 @@ def distil(ensemble: Ensemble, images: torch.Tensor, delta: np.ndarray, scale: f
                 continue
             phi = normalise(student(images[i]).flatten(2) * scale, sums[i])
             squared = (phi - targets[i]) ** 2
-            loss = (squared if weights is None else squared * weights[i]).mean() / var
+            loss = (squared if weights is None else squared * weights[i][:, :, None]).mean() / var
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

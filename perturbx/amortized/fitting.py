@@ -287,7 +287,7 @@ def distilled(plan: FitPlan, ensemble: Ensemble, first: Trainer, saved: dict, sa
         losses = list(done["losses"])
     else:
         student, losses = distil(ensemble, first.images, first.table.full - first.table.empty, first.scale,
-                                 first.config, o.distil, full=first.table.full)
+                                 first.config, o.distil, weights=first.weights)
         save({"student": {"key": key, "state": student.state_dict(), "losses": losses}})
     student.eval()
     return student, {"epochs": o.distil, "losses": losses, "validation_pearson": v.pearson(student, first.scale)}

@@ -150,7 +150,8 @@ class Trainer:
         self._delta = torch.from_numpy((t.full - t.empty).astype(np.float32))
         self.value_var = float(max(np.mean((t.values - t.empty[:, None, :]) ** 2), 1e-12))
         weights = target_weights(t.full, self.config.top_weight)
-        self._weight = None if weights is None else torch.from_numpy(weights.astype(np.float32))[:, None, :]
+        #: (N, T) loss weight of each image's targets (:func:`target_weights`); None: all 1
+        self.weights = None if weights is None else torch.from_numpy(weights.astype(np.float32))
 
     @property
     def done(self) -> bool:
@@ -187,7 +188,7 @@ class Trainer:
             phi = normalise(self.net(self.images[i]).flatten(2) * self.scale, self._delta[i])
             pred = torch.einsum("bkm,btm->bkt", self._z[i], phi)
             squared = (self._gain[i] - pred) ** 2
-            loss = (squared if self._weight is None else squared * self._weight[i]).mean() / self.value_var
+            loss = (squared if self.weights is None else squared * self.weights[i][:, None, :]).mean() / self.value_var
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
