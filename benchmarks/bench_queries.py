@@ -366,20 +366,31 @@ def study_lime(cases, seeds, budgets, tolerances, opts):
 
 
 # --- KernelSHAP -------------------------------------------------------------------------------------------------------
+def superpixel_game(case: Case):
+    """The superpixel game of the shap runner, every class: coalitions ``(n, M)`` -> probabilities ``(n, K)``
+    (superpixels outside the coalition at their mean colour)."""
+    from perturbx.segmentation import segment_mean
+
+    hidden = segment_mean(case.x, case.segments)
+
+    def game(z: np.ndarray) -> np.ndarray:
+        keep = z[:, case.segments][:, None].astype(np.float32)            # (n, 1, H, W)
+        return case.probs(keep * case.x[None] + (1 - keep) * hidden[None])
+
+    return game
+
+
 def shap_peer(case: Case, seed: int, l1_reg: object = False) -> tuple[np.ndarray, int]:
     """shap's KernelExplainer on the superpixel game; ``l1_reg=None`` leaves shap's default (num_features(10))."""
     import shap
 
-    from perturbx.segmentation import segment_mean
-
-    fudged = segment_mean(case.x, case.segments)
+    every_class = superpixel_game(case)
     m = int(case.segments.max()) + 1
     calls = [0]
 
     def game(z: np.ndarray) -> np.ndarray:
-        keep = z[:, case.segments][:, None].astype(np.float32)            # (n, 1, H, W)
         calls[0] += len(z)
-        return case.probs(keep * case.x[None] + (1 - keep) * fudged[None])[:, case.target]
+        return every_class(z)[:, case.target]
 
     np.random.seed(seed)
     explainer = shap.KernelExplainer(game, np.zeros((1, m)))

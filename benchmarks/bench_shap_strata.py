@@ -44,11 +44,13 @@ import numpy as np
 
 def residual_spread(case, phi: np.ndarray, per_size: int, rng: np.random.Generator) -> np.ndarray:
     """Standard deviation of ``v(z) - v(0) - z . phi`` among ``per_size`` random coalitions of each size 1 .. M-1."""
+    from bench_queries import superpixel_game
+
     m = int(case.segments.max()) + 1
-    every = hidden_game(case)
+    every = superpixel_game(case)
 
     def game(z: np.ndarray) -> np.ndarray:
-        return every(z)[:, case.target]
+        return every(z)[:, case.target].astype(np.float64)
 
     empty = game(np.zeros((1, m), np.uint8))[0]
     spread = []
@@ -60,26 +62,15 @@ def residual_spread(case, phi: np.ndarray, per_size: int, rng: np.random.Generat
     return np.array(spread)
 
 
-def hidden_game(case):
-    """The game of ``bench_queries.py``'s shap runner, every class: coalitions (n, M) -> probabilities (n, K)."""
-    from perturbx.segmentation import segment_mean
-
-    hidden = segment_mean(case.x, case.segments)
-
-    def game(z: np.ndarray) -> np.ndarray:
-        keep = z[:, case.segments][:, None].astype(np.float32)
-        return case.probs(keep * case.x[None] + (1 - keep) * hidden[None]).astype(np.float64)
-
-    return game
-
-
 def surrogate_shares(case, n: int = 1000, seed: int = 0) -> dict[str, float]:
     """Out-of-sample residual variance of each surrogate over that of the linear fit (see the module docstring)."""
+    from bench_queries import superpixel_game
+
     from perturbx.amortized.game import sample_coalitions
 
     m = int(case.segments.max()) + 1
     z = sample_coalitions(np.random.default_rng(seed), n, m)
-    probs = hidden_game(case)(z)
+    probs = superpixel_game(case)(z).astype(np.float64)
     p, z = probs[:, case.target], z.astype(np.float64)
     x = np.hstack([np.ones((len(z), 1)), z])
     fit, test = slice(0, n), slice(n, 2 * n)
