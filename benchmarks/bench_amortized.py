@@ -9,7 +9,8 @@ checkpoint, KernelSHAP's values from their files):
 2. **agreement** on ``--held-out`` images ``make_shapes(n, random_state=DEMO_TEST_SEED)``
    (neither trained nor validated on), top class: Pearson correlation over the players with
    KernelSHAP at 4,096 samples (same players, baseline and target); the efficiency error
-   ``max |sum(phi) - (f(x) - f(baseline))|``; model queries per explanation.
+   ``max |sum(phi) - (f(x) - f(baseline))|``; model queries per explanation. KernelSHAP's values
+   are cached per held-out count (``ks4096_4.npz`` for 64 images, ``ks4096_4_h256.npz`` for 256).
 3. **faithfulness**: deletion (substrate 0) and insertion (substrate blur) AUC of the
    probability of the top class (``perturbx.metrics``, one row of pixels per step) for the
    amortised maps, KernelSHAP at 1,000 samples and at 4,096, and the paired difference of
@@ -170,6 +171,16 @@ def suffix(args) -> str:
     return "" if args.score == "output" else f"_{args.score}"
 
 
+def held_suffix(args) -> str:
+    """File name suffix of KernelSHAP's values for a held-out set other than the recorded runs' 64 images."""
+    return "" if args.held_out == 64 else f"_h{args.held_out}"
+
+
+def ks_file(args, n_samples: int) -> Path:
+    """Where KernelSHAP's values at ``n_samples`` on the run's held-out images are cached."""
+    return args.out / f"ks{n_samples}_{args.players}{suffix(args)}{held_suffix(args)}.npz"
+
+
 def machine() -> dict[str, str]:
     """CPU, cores, load and versions, for the results file."""
     import platform
@@ -219,7 +230,7 @@ def main() -> None:
     print("fit", json.dumps(report["fit"]), flush=True)
     segments = grid_segments((64, 64), (args.players, args.players))
     held_out = make_shapes(args.held_out, random_state=DEMO_TEST_SEED).images
-    truth = kernel_shap(model, held_out, 4096, segments, args.out / f"ks4096_{args.players}{suffix(args)}.npz",
+    truth = kernel_shap(model, held_out, 4096, segments, ks_file(args, 4096),
                         want(args.score, [None] * len(held_out)))
     targets = [int(t) for t in truth["targets"]]
     before = model.n_queries
@@ -235,7 +246,7 @@ def main() -> None:
         "queries_per_explanation": (model.n_queries - before) / len(held_out),
         "seconds": time.perf_counter() - start, "kernelshap_4096_seconds": float(truth["seconds"])}
     print("agreement", json.dumps(report["agreement"]), flush=True)
-    ks1000 = kernel_shap(model, held_out, 1000, segments, args.out / f"ks1000_{args.players}{suffix(args)}.npz",
+    ks1000 = kernel_shap(model, held_out, 1000, segments, ks_file(args, 1000),
                          want(args.score, targets))
     report["pearson_kernelshap_1000_vs_4096"] = float(pearson(ks1000["values"], truth["values"]).mean())
     maps = {"Amortized": ours[:, segments], "KernelSHAP 1000": ks1000["values"][:, segments],
@@ -247,7 +258,7 @@ def main() -> None:
     report["speed"] = speed(model, explainer, args.speed_images, segments, args.score)
     print("speed", json.dumps(report["speed"]), flush=True)
     report["machine"]["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    (args.out / f"report_{args.players}{suffix(args)}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"report_{args.players}{suffix(args)}{held_suffix(args)}.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
