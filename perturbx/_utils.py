@@ -136,11 +136,11 @@ class Layout:
         return a
 
     def from_chw_array(self, a: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`to_chw_array`."""
+        """Inverse of :meth:`to_chw_array`; also for a batch ``(..., C, H, W)``, as a view (no copy)."""
         if self.name == "HWC":
-            return np.moveaxis(a, 0, -1)
+            return np.moveaxis(a, -3, -1)
         if self.name == "HW":
-            return a[0]
+            return a[..., 0, :, :]
         return a
 
 

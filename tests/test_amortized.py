@@ -556,3 +556,17 @@ def test_a_distilled_ensemble_is_one_network_and_resumes_without_training(tmp_pa
     loaded = perturbx.Amortized.load(tmp_path / "student.pt")
     assert type(loaded._state()["network"]) is ExplainerUNet
     np.testing.assert_array_equal(loaded.explain(tiny_model(), x).attributions, plain)
+
+
+@pytest.mark.parametrize("layout", ["CHW", "HWC", "HW"])
+def test_the_built_in_training_images_are_make_shapes_in_the_adapters_layout(layout):
+    from perturbx._utils import Layout
+    from perturbx.amortized.data import training_images
+
+    chw = make_shapes(5, size=32, random_state=3).images
+    shape = {"CHW": (3, 32, 32), "HWC": (32, 32, 3), "HW": (32, 32)}[layout]
+    adapter = Callable(lambda b: np.zeros((len(b), 2)), input_layout=layout, sample_shape=shape)
+    got = training_images("shapes", adapter, 5, seed=3)
+    want = np.stack([Layout(layout).from_chw_array(x) for x in chw])  # one sample at a time
+    assert got.shape == (5, *shape) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
