@@ -128,11 +128,11 @@ class Layout:
         return masks[:, 0]
 
     def to_chw_array(self, a: np.ndarray) -> np.ndarray:
-        """Reorder one numpy sample of this layout to (C, H, W)."""
+        """Reorder one numpy sample of this layout to (C, H, W), or a batch to (..., C, H, W), as a view (no copy)."""
         if self.name == "HWC":
-            return np.moveaxis(a, -1, 0)
+            return np.moveaxis(a, -1, -3)
         if self.name == "HW":
-            return a[None]
+            return a[..., None, :, :]
         return a
 
     def from_chw_array(self, a: np.ndarray) -> np.ndarray:

@@ -95,7 +95,7 @@ def fingerprint(plan: FitPlan, n_train: int) -> dict[str, Any]:
     o = plan.owner
     digest = hashlib.sha256()
     for block in (plan.images[:n_train], plan.val_images):
-        digest.update(np.ascontiguousarray(block).tobytes())
+        digest.update(np.ascontiguousarray(block))  # the array's own buffer: the same bytes, without a copy
     settings = {k: o.get_params()[k] for k in ("players", "coalitions", "validation", "validation_samples",
                                                "epochs", "patience", "batch_size", "learning_rate",
                                                "weight_decay", "width", "depth")}
@@ -163,9 +163,13 @@ def query_training(plan: FitPlan, identity: Identity, table: GameTable, n_train:
 
 
 def to_chw_tensor(images: np.ndarray, adapter: Adapter, device) -> torch.Tensor:
-    """Images in the adapter's layout as a float32 tensor ``(n, C, H, W)`` on ``device``."""
-    chw = np.stack([adapter.layout.to_chw_array(x) for x in images]).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(chw)).to(device)
+    """Images in the adapter's layout as a float32 tensor ``(n, C, H, W)`` on ``device``.
+
+    Contiguous float32 CHW images are not copied on the CPU (the tensor shares their memory; the
+    trainer only reads it): 192,000 images of 3 x 64 x 64 are 9.4 GB.
+    """
+    chw = np.ascontiguousarray(adapter.layout.to_chw_array(images), dtype=np.float32)
+    return torch.from_numpy(chw).to(device)
 
 
 def value_scale(table: GameTable, m: int) -> float:
