@@ -570,3 +570,32 @@ def test_the_built_in_training_images_are_make_shapes_in_the_adapters_layout(lay
     want = np.stack([Layout(layout).from_chw_array(x) for x in chw])  # one sample at a time
     assert got.shape == (5, *shape) and got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("validation", [0, 1, 7, 40])
+def test_the_holdout_split_is_the_seeded_choice_and_never_changes_the_callers_array(validation):
+    from perturbx.amortized.data import holdout_split
+
+    rng = np.random.default_rng(validation)
+    data = rng.normal(size=(41, 3, 4, 4)).astype(np.float32)
+    order = np.random.default_rng([9, 1]).permutation(len(data))
+    want_val, want_train = data[np.sort(order[:validation])], data[np.sort(order[validation:])]
+    before = data.copy()
+
+    train, val = holdout_split(data, data, validation, seed=9)  # the caller's own array: rows copied
+    np.testing.assert_array_equal(data, before)
+    np.testing.assert_array_equal(train, want_train)
+    np.testing.assert_array_equal(val, want_val)
+
+    own = data.copy()  # perturbx's array (data was "shapes" or a folder): the parts are views of it
+    train, val = holdout_split(own, "shapes", validation, seed=9)
+    np.testing.assert_array_equal(train, want_train)
+    np.testing.assert_array_equal(val, want_val)
+    assert np.shares_memory(train, own) and (validation == 0 or np.shares_memory(val, own))
+
+
+def test_fit_leaves_the_callers_training_array_unchanged():
+    images = tiny_images()
+    before = images.copy()
+    perturbx.Amortized(2, **TINY).fit(tiny_model(), images)
+    np.testing.assert_array_equal(images, before)

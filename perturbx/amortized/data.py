@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from perturbx.targets import Target
 
 from .game import sample_coalitions
 
-__all__ = ["GameTable", "baseline_of", "image_coalitions", "query_games", "training_images"]
+__all__ = ["GameTable", "baseline_of", "holdout_split", "image_coalitions", "query_games", "training_images"]
 
 #: rows rendered and held at once when querying (several model batches; 2048 rows of 3 x 64 x 64 float32: 96 MiB)
 RENDER_ROWS = 2048
@@ -66,6 +67,65 @@ def training_images(data: object, adapter: Adapter, n_images: int, seed: int) ->
                          f"'N{adapter.layout.name}' ({adapter.layout.ndim + 1} axes). Got shape {images.shape}.")
     first = adapter.check_sample(images[0])
     return np.ascontiguousarray(images, dtype=first.dtype)
+
+
+def holdout_split(images: np.ndarray, data: object, validation: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows of ``images``: a seeded random choice of ``validation`` rows held out.
+
+    Both parts keep the rows' order. Where ``images`` is perturbx's own array (``data`` was
+    ``"shapes"``, a folder, or an array that :func:`training_images` had to convert), its rows
+    are rearranged in place (training rows first) and the two parts are views of it: no copy of
+    the whole set (192,000 images of 3 x 64 x 64 are 9.4 GB as float32). An array of the
+    caller's is never changed; its rows are copied.
+
+    Parameters
+    ----------
+    images : ndarray (N, *sample_shape)
+        What :func:`training_images` returned for ``data``.
+    data : object
+        What ``fit`` was given (only to tell whether ``images`` shares the caller's memory).
+    validation : int
+        Rows held out, ``0 <= validation < N``.
+    seed : int
+
+    Returns
+    -------
+    train : ndarray (N - validation, *sample_shape)
+    val : ndarray (validation, *sample_shape)
+    """
+    n = len(images)
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    held, kept = np.sort(order[:validation]), np.sort(order[validation:])
+    if _callers(images, data):
+        return images[kept], images[held]
+    val = images[held]  # a copy of the few held-out rows
+    _compact(images, held)
+    images[n - validation:] = val
+    return images[:n - validation], images[n - validation:]
+
+
+def _callers(images: np.ndarray, data: object) -> bool:
+    """Whether ``images`` may share memory with the caller's ``data``."""
+    if isinstance(data, (str, os.PathLike)):
+        return False
+    try:
+        return bool(np.may_share_memory(images, np.asarray(data)))
+    except (TypeError, ValueError):  # not an array after all: training_images made ``images``
+        return False
+
+
+def _compact(images: np.ndarray, held: np.ndarray) -> None:
+    """Move every row not in ``held`` (sorted) forward over the held rows, keeping their order, in place.
+
+    A row moves forward by the number of held rows before it; it is copied in blocks no longer
+    than that shift, so that a block's source and destination never overlap (numpy would
+    otherwise copy the source to a temporary first).
+    """
+    bounds = [*held.tolist(), len(images)]
+    for shift, (lo, hi) in enumerate(pairwise(bounds), start=1):  # rows lo+1 .. hi-1 move by shift
+        for src in range(lo + 1, hi, shift):
+            end = min(src + shift, hi)
+            images[src - shift:end - shift] = images[src:end]
 
 
 def _folder(root: Path, adapter: Adapter) -> np.ndarray:

@@ -20,7 +20,7 @@ from perturbx.targets import BindInfo, Class, Target
 
 from . import checkpoint as ckpt
 from .calibration import Calibration
-from .data import baseline_of, training_images
+from .data import baseline_of, holdout_split, training_images
 from .fitting import FitPlan, run_fit
 from .game import grid_segments, normalise, residual_values, sample_coalitions
 from .identity import Identity, baseline_spec, check_amortizable_baseline, target_spec
@@ -194,7 +194,8 @@ class Amortized(Explainer):
         data : ndarray (N, *sample_shape), str or os.PathLike, default "shapes"
             Training images: an array, a folder of image files, or ``"shapes"`` (``n_images``
             images of :func:`perturbx.datasets.make_shapes`). ``validation`` of them (a
-            seeded random choice) are held out.
+            seeded random choice) are held out. An array passed here is never changed (its
+            training rows are copied); perturbx's own arrays are split without a copy.
 
         Returns
         -------
@@ -210,8 +211,7 @@ class Amortized(Explainer):
         if len(images) < self.validation + 2:
             raise ValueError(f"The 'data' argument of Amortized.fit has {len(images)} images; it needs at least "
                              f"validation + 2 = {self.validation + 2} (validation={self.validation}).")
-        order = np.random.default_rng([seed, 1]).permutation(len(images))
-        val, train = images[np.sort(order[:self.validation])], images[np.sort(order[self.validation:])]
+        train, val = holdout_split(images, data, self.validation, seed)
         hw = adapter.layout.spatial_shape(images[0].shape)
         plan = FitPlan(self, adapter, train, val, seed, grid_segments(hw, self.players))
         self._set_fitted(run_fit(plan))
