@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 
 
-def setup(threads: int):
+def setup(threads: int, device: str = "cpu", batch_size: int = 256):
     import torch
 
     torch.set_num_threads(threads)
     from perturbx.adapters import Torch
     from perturbx.models import load_demo_model
 
-    return Torch(load_demo_model(), batch_size=256, output="probs")
+    return Torch(load_demo_model(), device=device, batch_size=batch_size, output="probs")
 
 
 def fit(model, args, out: Path):
@@ -58,7 +58,7 @@ def fit(model, args, out: Path):
                                    validation=args.validation, validation_samples=args.validation_samples,
                                    epochs=args.epochs, patience=args.patience, max_queries=args.budget,
                                    checkpoint=out / f"amortized_{args.players}{suffix(args)}.pt", random_state=0,
-                                   progress=True)
+                                   progress=True, device=args.device)
     start = time.perf_counter()
     explainer.fit(model)
     log = {k: v for k, v in explainer.training_log_.items() if k != "history"}
@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--speed-images", type=int, default=256)
     parser.add_argument("--verify", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help='where the demo CNN and the explainer run ("cuda" on a GPU)')
+    parser.add_argument("--batch-size", type=int, default=256, help="the demo CNN's batch (model queries at once)")
     parser.add_argument("--width", type=int, default=16, help="channels of the explainer U-Net's first level")
     parser.add_argument("--top-class-weight", type=float, default=1.0,
                         help="weight of each image's top class in the loss (Amortized(top_class_weight=))")
@@ -224,7 +226,7 @@ def main() -> None:
     from perturbx.datasets import make_shapes
     from perturbx.models import DEMO_TEST_SEED
 
-    model = setup(args.threads)
+    model = setup(args.threads, args.device, args.batch_size)
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine()}
     explainer, report["fit"] = fit(model, args, args.out)
     print("fit", json.dumps(report["fit"]), flush=True)
