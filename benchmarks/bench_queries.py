@@ -541,6 +541,7 @@ def main() -> None:
     ap.add_argument("--rise-masks", type=int, default=40_000, help="rise_recorded: masks recorded per image")
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cpu", help="torch device of the model (cuda: every forward on the GPU)")
@@ -557,7 +558,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
     cases = build_cases(args.model, 2 if args.quick else args.images, args.batch, args.device, args.size)
-    seeds = list(range(1 if args.quick else args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds)))
     plans = {
         "rise": ([250, 500, 1000, 2000, 4000], [0.2, 0.15, 0.1]),
         "rise_recorded": ([125, 250, 500, 1000, 2000], []),
@@ -565,7 +566,7 @@ def main() -> None:
         "kernelshap": ([128, 256, 512, 1024, 2148], [0.2, 0.1]),
         "occlusion": ([], []),
     }
-    print(f"model={args.model} size={cases[0].x.shape[-1]} images={len(cases)} seeds={len(seeds)} "
+    print(f"model={args.model} size={cases[0].x.shape[-1]} images={len(cases)} seeds={seeds[0]}..{seeds[-1]} "
           f"threads={args.threads} batch={args.batch} device={args.device} ref-factor={args.ref_factor} "
           f"torch={torch.__version__}")
     for method in args.methods.split(","):
