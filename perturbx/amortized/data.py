@@ -95,9 +95,9 @@ def holdout_split(images: np.ndarray, data: object, validation: int, seed: int) 
     """
     n = len(images)
     order = np.random.default_rng([seed, 1]).permutation(n)
-    held, kept = np.sort(order[:validation]), np.sort(order[validation:])
+    held = np.sort(order[:validation])
     if _callers(images, data):
-        return images[kept], images[held]
+        return images[np.sort(order[validation:])], images[held]
     val = images[held]  # a copy of the few held-out rows
     _compact(images, held)
     images[n - validation:] = val

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 
 from perturbx._utils import check_float, check_int, check_int_tuple
 from perturbx.adapters import Adapter, as_adapter
@@ -21,7 +20,7 @@ from perturbx.targets import BindInfo, Class, Target
 from . import checkpoint as ckpt
 from .calibration import Calibration
 from .data import baseline_of, holdout_split, training_images
-from .fitting import FitPlan, run_fit
+from .fitting import FitPlan, run_fit, to_chw_tensor
 from .game import grid_segments, normalise, residual_values, sample_coalitions
 from .identity import Identity, baseline_spec, check_amortizable_baseline, target_spec
 from .network import Ensemble, ExplainerUNet
@@ -288,8 +287,7 @@ class Amortized(Explainer):
         bases = np.stack([baseline_of(spec, r.x, adapter, state["segments"]) for r in requests])
         empty = predict_in_batches(adapter, adapter.backend.asarray(bases, adapter.dtype), trained)
         full = np.stack([trained.scores(r.output)[0] for r in requests])
-        images = torch.from_numpy(np.stack([adapter.layout.to_chw_array(r.x) for r in requests]).astype(np.float32))
-        images = images.to(self.device)
+        images = to_chw_tensor(np.stack([r.x for r in requests]), adapter, self.device)
         raw = raw_values(state["network"], images, state["scale"])  # the one forward pass of the network
         phi, gaps = normalise(raw, full - empty), raw.sum(-1) - (full - empty)
         out = []
